@@ -1,0 +1,37 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Both create .venv when missing and install the project (pinned by constraints.txt).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Tests run inside a private network namespace with loopback only, so Ray and
+# every server bind 127.0.0.1 and nothing leaves the machine. A non-root user
+# needs a user namespace too (-r).
+UNSHARE := $(if $(filter 0,$(shell id -u)),unshare -n,unshare -rn)
+LOOPBACK_ONLY := $(UNSHARE) sh -c 'ip link set lo up && exec "$$0" "$$@"'
+TEST_ENV := RAY_USAGE_STATS_ENABLED=0 PYTHONDONTWRITEBYTECODE=1
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/textune data prepare synthetic --tokenizer char
+
+test: $(STAMP)
+	$(TEST_ENV) $(LOOPBACK_ONLY) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(TEST_ENV) $(LOOPBACK_ONLY) $(BIN)/python -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""Language models, the trainer (one trial), checkpoints, metrics and generation. Imports Ray nowhere at module level."""

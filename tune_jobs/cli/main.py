@@ -1,0 +1,85 @@
+"""Entry point of the ``textune`` command.
+
+Commands are loaded lazily (``module:attribute``) so ``textune --help`` does
+not pay for importing torch or Ray. Errors the user can fix
+(:class:`TextuneError`) are printed as one paragraph with exit status 2;
+``--debug`` shows their traceback too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import traceback
+
+import click
+
+from textune import __version__
+from textune.errors import TextuneError
+
+# name -> "module:attribute" of a click command or group.
+COMMANDS: dict[str, str] = {
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def resolve_command(self, ctx, args):  # type: ignore[no-untyped-def]
+        # click's own message for an unknown command lacks a suggestion.
+        name = args[0] if args else None
+        if name is not None and name not in COMMANDS and not name.startswith("-"):
+            from textune.config import did_you_mean
+
+            raise click.UsageError(f'no command "{name}".{did_you_mean(name, COMMANDS)} '
+                                   f"Commands: {', '.join(sorted(COMMANDS))}.", ctx)
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="textune")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Tune PyTorch Transformer language models with Ray Tune (ASHA + HyperOpt)."""
+    ctx.obj = {"debug": debug}
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the process exit status."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="textune", standalone_mode=False)
+    except TextuneError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc.paragraph()}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        if debug:
+            traceback.print_exc()
+        exc.show()
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted.", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
