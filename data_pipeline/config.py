@@ -1,0 +1,99 @@
+"""The typed ``data:`` section: which corpus, which tokenizer, which split.
+
+The same :class:`DataConfig` is embedded in training configs and job specs, so
+it is self-contained: everything that decides the prepared tokens is here (and
+therefore in the cache key), nothing about where the result is stored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import pydantic
+
+from textune.config import StrictModel
+
+# Byte-level BPE starts from all 256 byte values; merges come on top.
+BPE_BASE_ALPHABET = 256
+DEFAULT_BPE_VOCAB_SIZE = 1024
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class TokenizerConfig(StrictModel):
+    """``char``: one id per character seen in the train split (id 0 = unseen); ``byte``: 256 ids;
+    ``bpe``: byte-level BPE trained on the train split with ``vocab_size`` ids."""
+
+    kind: Literal["char", "byte", "bpe"] = "char"
+    vocab_size: int | None = pydantic.Field(default=None, gt=0)
+
+    @pydantic.field_validator("vocab_size")
+    @classmethod
+    def _vocab_size_fits_kind(cls, value: int | None, info: pydantic.ValidationInfo) -> int | None:
+        kind = info.data.get("kind")
+        if value is None:
+            return value
+        if kind != "bpe":
+            raise ValueError(f'the {kind} tokenizer derives its vocabulary itself; vocab_size (--vocab-size) '
+                             f'applies to "bpe" only')
+        if value < BPE_BASE_ALPHABET:
+            raise ValueError(f"a byte-level BPE vocabulary holds at least its base alphabet of "
+                             f"{BPE_BASE_ALPHABET} byte values; set vocab_size (--vocab-size) to "
+                             f"{BPE_BASE_ALPHABET} or more")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _bpe_default_vocab_size(self) -> "TokenizerConfig":
+        if self.kind == "bpe" and self.vocab_size is None:
+            self.vocab_size = DEFAULT_BPE_VOCAB_SIZE
+        return self
+
+
+class SplitConfig(StrictModel):
+    """Fractions of the corpus (in characters) for contiguous train / val / test parts, in that order."""
+
+    train: float = pydantic.Field(default=0.9, gt=0, lt=1)
+    val: float = pydantic.Field(default=0.05, gt=0, lt=1)
+    test: float = pydantic.Field(default=0.05, ge=0, lt=1)
+
+    @pydantic.model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitConfig":
+        total = self.train + self.val + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"split fractions train + val + test must sum to 1, got {total:g}")
+        return self
+
+    def fractions(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in SPLIT_NAMES}
+
+
+class SyntheticConfig(StrictModel):
+    """The built-in ``synthetic`` corpus: a seeded word-level Markov source (see data_pipeline.synthetic)."""
+
+    seed: int = 0
+    characters: int = pydantic.Field(default=2_000_000, gt=0, description="corpus size in characters")
+    words: int = pydantic.Field(default=100, ge=2, le=5000, description="vocabulary of distinct words")
+    branching: int = pydantic.Field(default=10, ge=1, le=64, description="successor words per word")
+
+
+class DataConfig(StrictModel):
+    """Where the text comes from and how it becomes tokens.
+
+    ``source`` is a text file, a directory or glob of files, a ``.jsonl`` / ``.parquet`` / ``.arrow`` /
+    ``.feather`` path or URI (``s3://bucket/key``), or a built-in: ``synthetic`` or ``shakespeare``.
+    """
+
+    source: str = "synthetic"
+    text_field: str = pydantic.Field(default="text", min_length=1, description="JSONL key holding the text")
+    text_column: str = pydantic.Field(default="text", min_length=1, description="Parquet/Arrow text column")
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    split: SplitConfig = SplitConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @pydantic.field_validator("source")
+    @classmethod
+    def _source_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("give a path, a URI or a built-in name (synthetic, shakespeare)")
+        return value

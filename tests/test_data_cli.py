@@ -1,0 +1,103 @@
+"""``textune data`` as a user runs it: prepare, inspect, and every bad input as one clear paragraph."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import assert_user_error, run_textune
+from data_pipeline.reader import TokenDataset
+
+
+@pytest.mark.parametrize("tokenizer", [["char"], ["byte"], ["bpe", "--vocab-size", "300"]], ids=lambda t: t[0])
+def test_prepare_prints_the_summary_and_inspect_decodes_a_sample(tokenizer: list[str], tmp_path: Path) -> None:
+    prepared = run_textune("data", "prepare", "synthetic", "--tokenizer", *tokenizer, "--characters", "60000",
+                           "--out", str(tmp_path))
+    assert prepared.returncode == 0, prepared.stderr
+    assert f"tokenizer: {tokenizer[0]}" in prepared.stdout
+    assert "floor:" in prepared.stdout and "nats/token" in prepared.stdout
+    dataset_dir = prepared.stdout.strip().splitlines()[-1].removeprefix("dataset:").strip()
+    assert Path(dataset_dir).parent == tmp_path
+    again = run_textune("data", "prepare", "synthetic", "--tokenizer", *tokenizer, "--characters", "60000",
+                        "--out", str(tmp_path))
+    assert again.stdout == prepared.stdout  # the second run found the same dataset
+    inspected = run_textune("data", "inspect", dataset_dir, "--json")
+    assert inspected.returncode == 0, inspected.stderr
+    manifest_json, sample = inspected.stdout.split("\n--- first ", 1)
+    assert json.loads(manifest_json)["tokenizer"]["kind"] == tokenizer[0]
+    sentences = sample.split("---\n", 1)[1].split(".\n")
+    assert len(sentences) > 2 and sentences[1][:1].isupper()  # decoded text: sentences start with a capital
+
+
+def test_byte_tokenizer_accepts_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    raw = "caf\u00e9 au lait\n".encode("latin-1") * 50
+    (tmp_path / "latin1.txt").write_bytes(raw)
+    result = run_textune("data", "prepare", str(tmp_path / "latin1.txt"), "--tokenizer", "byte")
+    assert result.returncode == 0, result.stderr
+    dataset = TokenDataset.open(result.stdout.strip().splitlines()[-1].removeprefix("dataset:").strip())
+    decoded = "".join(dataset.tokenizer.decode(dataset.tokens[split]) for split in ("train", "val", "test"))
+    assert decoded.encode("utf-8", "surrogateescape") == raw  # every byte kept as it was
+
+
+@pytest.mark.parametrize("command", [("data",), ("data", "prepare"), ("data", "inspect")])
+def test_help(command: tuple[str, ...]) -> None:
+    result = run_textune(*command, "--help")
+    assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def _file(name: str, content: bytes) -> Callable[[Path], str]:
+    def make(root: Path) -> str:
+        (root / name).write_bytes(content)
+        return str(root / name)
+    return make
+
+
+def _parquet_without_text(root: Path) -> str:
+    pq.write_table(pa.table({"body": ["some text"], "id": [1]}), root / "corpus.parquet")
+    return str(root / "corpus.parquet")
+
+
+def _file_in_the_way(root: Path) -> str:
+    (root / "taken").write_text("a file, not a directory")
+    return str(root / "taken" / "datasets")
+
+
+# (id, makes the SOURCE, extra arguments, fragments the message must contain)
+BAD_INPUTS = [
+    ("missing-path", lambda root: str(root / "nowhere.txt"), [], ["nowhere.txt", "does not exist"]),
+    ("empty-file", _file("empty.txt", b""), [], ["empty.txt", "holds no text"]),
+    ("non-utf8-char", _file("bad.txt", b"hello\nw\xf6rld\n"), [], ["bad.txt", "byte offset 7", "--tokenizer byte"]),
+    ("non-utf8-bpe", _file("bad.txt", b"ok\xff"), ["--tokenizer", "bpe"], ["bad.txt", "byte offset 2"]),
+    ("parquet-without-column", _parquet_without_text, [], ['no column "text"', "body", "--text-column"]),
+    ("malformed-jsonl", _file("c.jsonl", b'{"text": "a"}\n{"text": "b"\n'), [], ["c.jsonl line 2", "JSON"]),
+    ("jsonl-without-field", _file("c.jsonl", b'{"body": "a"}\n'), [], ['line 1 has no "text"', "--text-field"]),
+    ("bpe-vocab-below-alphabet", lambda root: "synthetic", ["--tokenizer", "bpe", "--vocab-size", "100"],
+     ["tokenizer.vocab_size", "256"]),
+    ("unknown-source-name", lambda root: "shakespear", [], ['"shakespear"', 'Did you mean "shakespeare"?']),
+    ("bad-split", lambda root: "synthetic", ["--split", "0.9,0.2,0.1"], ["split", "sum to 1"]),
+    ("split-not-three-numbers", lambda root: "synthetic", ["--split", "0.9,0.1"], ['--split "0.9,0.1"']),
+]
+
+
+@pytest.mark.parametrize("make_source, extra, fragments", [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_one_paragraph_with_exit_code_2(make_source: Callable[[Path], str], extra: list[str],
+                                                     fragments: list[str], tmp_path: Path) -> None:
+    result = run_textune("data", "prepare", make_source(tmp_path), *extra)
+    assert_user_error(result, *fragments)
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unwritable_output_dir_is_named_and_nothing_is_written(tmp_path: Path) -> None:
+    out = _file_in_the_way(tmp_path)
+    result = run_textune("data", "prepare", "synthetic", "--out", out)
+    assert_user_error(result, "output directory", out, "--out")
+    assert (tmp_path / "taken").read_text() == "a file, not a directory"
+
+
+def test_inspect_refuses_a_directory_that_is_not_a_dataset(tmp_path: Path) -> None:
+    assert_user_error(run_textune("data", "inspect", str(tmp_path)), str(tmp_path), "manifest.json")
