@@ -1,0 +1,103 @@
+"""The trial config: every hyperparameter of one training run, validated before any compute.
+
+Ray Tune hands hyperparameters over as plain values; samplers such as ``quniform`` return whole numbers as
+floats (``64.0``) and NumPy scalars, so integer fields accept integral floats and NumPy scalars and nothing
+else. Every key is documented in docs/models.md.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pydantic
+
+from textune.config import StrictModel, validate
+
+# Keys that may change when a run is resumed: they steer the run, not the shape of its state.
+RESUMABLE_CHANGES = frozenset({
+    "max_tokens", "eval_every_tokens", "eval_max_blocks", "device", "compile", "num_threads", "tensorboard_dir",
+    "sample_tokens", "fault_at_tokens", "dataset_dir",
+})
+
+
+class TrialConfig(StrictModel):
+    """One trial: the dataset, the model, the optimiser, the budget and the run's plumbing."""
+
+    # data
+    dataset_dir: str = pydantic.Field(min_length=1)
+    # model
+    family: Literal["transformer", "lstm"] = "transformer"
+    n_layers: int = pydantic.Field(4, ge=1)
+    n_heads: int = pydantic.Field(4, ge=1)
+    head_dim: int = pydantic.Field(32, ge=2)
+    mlp_ratio: float = pydantic.Field(4.0, gt=0)
+    dropout: float = pydantic.Field(0.0, ge=0, lt=1)
+    block_size: int = pydantic.Field(128, ge=2)
+    positions: Literal["learned", "rotary"] = "learned"
+    lstm_hidden: int = pydantic.Field(256, ge=1)
+    # optimiser and schedule
+    optimizer: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
+    lr: float = pydantic.Field(1e-3, gt=0)
+    momentum: float = pydantic.Field(0.9, ge=0, lt=1)
+    beta1: float = pydantic.Field(0.9, ge=0, lt=1)
+    beta2: float = pydantic.Field(0.99, ge=0, lt=1)
+    weight_decay: float = pydantic.Field(0.1, ge=0)
+    warmup_tokens: int = pydantic.Field(0, ge=0)
+    min_lr_ratio: float = pydantic.Field(0.1, ge=0, le=1)
+    grad_clip: float = pydantic.Field(1.0, ge=0)
+    batch_size: int = pydantic.Field(32, ge=1)
+    grad_accum: int = pydantic.Field(1, ge=1)
+    # budget and evaluation
+    max_tokens: int = pydantic.Field(1_000_000, ge=1)
+    eval_every_tokens: int = pydantic.Field(100_000, ge=1)
+    eval_max_blocks: int | None = pydantic.Field(64, ge=1)
+    sample_tokens: int = pydantic.Field(200, ge=0)
+    # plumbing
+    seed: int = 1337
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    num_threads: int | None = pydantic.Field(None, ge=1)
+    tensorboard_dir: str | None = None
+    fault_at_tokens: int | None = pydantic.Field(None, ge=1)
+
+    @pydantic.field_validator("*", mode="before")
+    @classmethod
+    def _plain_numbers(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
+        """NumPy scalars become Python numbers; integral floats become ints where the field is an int."""
+        if isinstance(value, np.generic):
+            value = value.item()
+        annotation = cls.model_fields[info.field_name].annotation
+        wants_int = annotation is int or annotation == (int | None)
+        if wants_int and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _rotary_needs_even_head_dim(self) -> "TrialConfig":
+        # Rotary embeddings rotate pairs of channels.
+        if self.family == "transformer" and self.positions == "rotary" and self.head_dim % 2:
+            raise ValueError(f"head_dim must be even with rotary positions, got {self.head_dim}")
+        return self
+
+    @property
+    def d_model(self) -> int:
+        """Width of the Transformer: a product of two sampled knobs, so no sampled config is invalid."""
+        return self.n_heads * self.head_dim
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Training tokens consumed by one optimiser step."""
+        return self.batch_size * self.block_size * self.grad_accum
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The keys that define the model and its training (for TensorBoard's HParams), without plumbing."""
+        plumbing = {"dataset_dir", "device", "compile", "num_threads", "tensorboard_dir", "fault_at_tokens",
+                    "sample_tokens", "eval_max_blocks"}
+        return {k: v for k, v in self.model_dump().items() if k not in plumbing and v is not None}
+
+
+def parse_trial_config(config: dict[str, Any], where: str = "trial config") -> TrialConfig:
+    """Validate a trial config dict (raises one TextuneError naming the field)."""
+    return validate(TrialConfig, config, where)

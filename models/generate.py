@@ -1,0 +1,97 @@
+"""Sampling text from a trained model: temperature, top-k, top-p, a seeded generator, and a cache.
+
+With ``use_cache`` the Transformer keeps its keys and values (the LSTM its recurrent state), so each new
+token costs one position instead of the whole context. Without it every step recomputes the context; both
+paths give the same tokens, which the tests check. A Transformer never sees more than ``block_size`` tokens:
+once the context is longer, the cache is rebuilt from the last ``block_size`` tokens, exactly what the
+uncached path feeds the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.checkpoint import load_checkpoint
+from models.config import TrialConfig, parse_trial_config
+from models.families import build_model
+from textune.errors import TextuneError
+
+
+def next_token(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+               generator: torch.Generator) -> torch.Tensor:
+    """One token per row of logits (B, V) -> (B, 1); temperature 0 means greedy."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth_best = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # Drop a token when the more likely ones before it already reach top_p (the best always stays).
+        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
+        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator)
+
+
+@torch.no_grad()
+def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
+             use_cache: bool = True) -> torch.Tensor:
+    """Continue prompt (B, T0) by ``max_new_tokens`` tokens; returns (B, T0 + max_new_tokens)."""
+    was_training = model.training
+    model.eval()
+    if generator is None:
+        generator = torch.Generator(device=prompt.device).manual_seed(0)
+    limit = model.block_size  # None: a recurrent model takes any length
+    sequence = prompt
+
+    def window() -> torch.Tensor:
+        return sequence if limit is None else sequence[:, -limit:]
+
+    cache = model.new_cache() if use_cache else None
+    for step in range(max_new_tokens):
+        if not use_cache:
+            logits = model(window())
+        elif step == 0 or (limit is not None and cache.length >= limit):
+            cache = model.new_cache()
+            logits = model(window(), cache)
+        else:
+            logits = model(sequence[:, -1:], cache)  # only the newest token; the cache holds the rest
+        token = next_token(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
+        sequence = torch.cat((sequence, token), dim=1)
+    model.train(was_training)
+    return sequence
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module  # in eval mode
+    config: TrialConfig
+    tokenizer: Any
+    meta: dict[str, Any]
+
+
+def load_model(checkpoint_dir: str | Path, device: torch.device) -> LoadedModel:
+    """The model, its trial config, its tokenizer and the checkpoint metadata, from a verified checkpoint."""
+    from data_pipeline.tokenization import load_tokenizer
+
+    state, meta = load_checkpoint(checkpoint_dir, map_location=device)
+    config = parse_trial_config(meta["config"], where=f"config stored in checkpoint {checkpoint_dir}")
+    model = build_model(config, meta["vocab_size"]).to(device)
+    model.load_state_dict(state["model"])
+    return LoadedModel(model.eval(), config, load_tokenizer(Path(checkpoint_dir), meta["tokenizer_kind"]), meta)
+
+
+def encode_prompt(tokenizer: Any, prompt: str, device: torch.device) -> torch.Tensor:
+    """The prompt as ids (1, T0); an empty prompt is refused because the model needs a first token."""
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise TextuneError("--prompt encodes to no tokens.", 'Give at least one character, e.g. --prompt "\\n".')
+    return torch.tensor([ids], dtype=torch.long, device=device)

@@ -1,0 +1,154 @@
+"""The training loop of one trial: model, optimiser, data sampler and counters, and their exact state.
+
+The trainer counts training tokens (the budget unit), not steps. Everything random draws from generators it
+saves and restores (torch, NumPy, Python and the data sampler's own NumPy Generator), so a run resumed from a
+checkpoint on CPU continues bit for bit as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.config import TrialConfig
+from models.families import build_model
+from models.optim import build_optimizer, lr_at, set_lr
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite: the trial ends as ``diverged``."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when a GPU is visible, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains ``config``'s model on ``dataset`` (a data_pipeline TokenDataset) on ``device``."""
+
+    def __init__(self, config: TrialConfig, dataset: Any, device: torch.device) -> None:
+        self.config, self.dataset, self.device = config, dataset, device
+        seed_everything(config.seed)
+        self.vocab_size = dataset.tokenizer.vocab_size
+        self.model = build_model(config, self.vocab_size).to(device)
+        # The compiled module shares parameters with self.model, which stays the one saved and generated from.
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.optimizer = build_optimizer(self.model, config)
+        self.sampler = np.random.default_rng(config.seed)
+        self.tokens = 0
+        self.step = 0
+        self.best_val_bpc = math.inf
+        if device.type == "cuda":
+            # TF32 matmuls and bf16 autocast: the tensor-core paths, at no cost to the loss at these scales.
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _batch(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.dataset.sample_batch(split, self.config.batch_size, self.config.block_size, self.sampler)
+        return self._to_device(x), self._to_device(y)
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy (nats/token) of next-token predictions for x, y (B, T)."""
+        with self.autocast():
+            logits = self.forward(x)  # (B, T, V)
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
+
+    def train_until(self, target_tokens: int, on_step: Callable[[int], None]) -> tuple[float, float]:
+        """Optimiser steps until ``target_tokens``; (mean train loss over them, seconds spent)."""
+        config = self.config
+        self.model.train()
+        loss_sum, micro_batches = 0.0, 0
+        started = time.perf_counter()
+        while self.tokens < target_tokens:
+            lr = lr_at(self.tokens, config)
+            set_lr(self.optimizer, lr)
+            for _ in range(config.grad_accum):
+                loss = self.loss(*self._batch("train"))
+                (loss / config.grad_accum).backward()
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise Diverged(f"training loss became {value} at {self.tokens} tokens")
+                loss_sum += value
+                micro_batches += 1
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.tokens += config.tokens_per_step
+            on_step(self.tokens)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return loss_sum / max(1, micro_batches), time.perf_counter() - started
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "val") -> float:
+        """Mean loss (nats/token) over the dataset's fixed evaluation blocks of ``split``."""
+        config = self.config
+        self.model.eval()
+        total, count = 0.0, 0
+        for x, y in self.dataset.eval_batches(split, config.block_size, config.batch_size,
+                                              max_blocks=config.eval_max_blocks):
+            x, y = self._to_device(x), self._to_device(y)
+            with self.autocast():
+                logits = self.forward(x)  # (B, T, V)
+            total += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
+            count += y.numel()
+        self.model.train()
+        return total / count
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimiser, counters and every RNG state."""
+        numpy_state = np.random.get_state(legacy=False)
+        rng = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": {**numpy_state, "state": {"key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                                               "pos": numpy_state["state"]["pos"]}},
+            "sampler": self.sampler.bit_generator.state,
+        }
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng,
+                "tokens": self.tokens, "step": self.step, "best_val_bpc": self.best_val_bpc}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.tokens, self.step, self.best_val_bpc = state["tokens"], state["step"], state["best_val_bpc"]
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        random.setstate(rng["python"])
+        numpy_state = rng["numpy"]
+        np.random.set_state({**numpy_state, "state": {"key": numpy_state["state"]["key"].numpy().astype(np.uint32),
+                                                      "pos": numpy_state["state"]["pos"]}})
+        self.sampler.bit_generator.state = rng["sampler"]
+        if self.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])

@@ -1,0 +1,205 @@
+"""One trial: a plain function of a config dict that trains a model and reports through a tiny interface.
+
+``run_trial`` runs standalone (``textune train``, with models.run_dir.RunDirReporter) and inside Ray Tune (the
+tuning package wraps ``ray.tune.report``) alike. At each evaluation it writes a checkpoint into a fresh temporary
+directory, hands it to ``reporter.report`` (which must copy it before returning) and deletes it afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from models.checkpoint import load_checkpoint, read_meta, write_checkpoint
+from models.config import RESUMABLE_CHANGES, TrialConfig, parse_trial_config
+from models.generate import generate
+from models.metrics import bits_per_char, flops_per_token, perplexity
+from models.trainer import Diverged, Trainer, resolve_device
+from textune.errors import TextuneError
+
+
+class Reporter(Protocol):
+    """Receives every evaluation. ``checkpoint_dir`` is deleted once ``report`` returns: copy it if you keep it.
+
+    A reporter may also define ``progress(tokens, next_eval_tokens, max_tokens)``, called after every
+    optimiser step (for a progress bar).
+    """
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
+
+
+@dataclass
+class TrialResult:
+    """How a trial ended: ``status`` is completed, diverged or oom; ``metrics`` is the last report."""
+
+    status: str
+    tokens: int
+    best_val_bpc: float
+    num_params: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def open_dataset(config: TrialConfig) -> Any:
+    """The prepared dataset of ``config``, after checking that a block of ``block_size`` fits in train and val."""
+    from data_pipeline.reader import TokenDataset
+
+    path = Path(config.dataset_dir)
+    if not path.is_dir():
+        raise TextuneError(f'trial config: "dataset_dir" = {str(path)!r} is not a directory.',
+                           "Prepare the dataset first (textune data prepare), or give textune train a data: "
+                           "section instead of dataset_dir.")
+    dataset = TokenDataset.open(path)
+    dataset.check_block_size(config.block_size)
+    return dataset
+
+
+def check_resumable(config: TrialConfig, saved: dict[str, Any], checkpoint_dir: str) -> None:
+    """Refuse to resume with a config that changes what the checkpoint's state means."""
+    current = config.model_dump()
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+    if changed:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+        raise TextuneError(f"cannot resume from {checkpoint_dir}: the config changes {shown}.",
+                           "Resume with the config the run started with (only budget, evaluation and device keys "
+                           "may change), or start a new run.")
+
+
+def run_trial(config: dict[str, Any], reporter: Reporter, resume_from: str | None = None) -> TrialResult:
+    """Train one model as ``config`` says, reporting each evaluation; resume from a checkpoint dir if given."""
+    cfg = parse_trial_config(config)
+    dataset = open_dataset(cfg)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    if resume_from is not None:
+        check_resumable(cfg, read_meta(Path(resume_from))["config"], resume_from)
+    trainer = Trainer(cfg, dataset, resolve_device(cfg.device))
+    if resume_from is not None:
+        state, _ = load_checkpoint(resume_from, map_location=trainer.device)
+        trainer.load_state_dict(state)
+    return _TrialLoop(cfg, dataset, trainer, reporter, resumed=resume_from is not None).run()
+
+
+class _TrialLoop:
+    """Train to the next evaluation, evaluate, checkpoint, report; until the budget is spent or training fails."""
+
+    def __init__(self, cfg: TrialConfig, dataset: Any, trainer: Trainer, reporter: Reporter, resumed: bool) -> None:
+        self.cfg, self.dataset, self.trainer, self.reporter = cfg, dataset, trainer, reporter
+        # The injected fault fires in fresh runs only, so a retry from a checkpoint gets through.
+        self.fault_at = cfg.fault_at_tokens if not resumed else None
+        self.flops_per_token = flops_per_token(cfg, trainer.model)
+        self.num_params = sum(p.numel() for p in trainer.model.parameters())
+        self.last_metrics: dict[str, Any] = {}
+        self.tensorboard = None
+        if cfg.tensorboard_dir is not None:
+            from models.tensorboard_log import TensorBoardLog
+
+            self.tensorboard = TensorBoardLog(cfg.tensorboard_dir, cfg.hyperparameters(),
+                                              trial_id=Path(cfg.tensorboard_dir).name)
+
+    def run(self) -> TrialResult:
+        status = "crashed"
+        try:
+            status = self._train()
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close(status)
+        return TrialResult(status, self.trainer.tokens, self.trainer.best_val_bpc, self.num_params,
+                           self.last_metrics)
+
+    def _train(self) -> str:
+        cfg, trainer = self.cfg, self.trainer
+        status = "completed"
+        while trainer.tokens < cfg.max_tokens:
+            next_eval = min(cfg.max_tokens, (trainer.tokens // cfg.eval_every_tokens + 1) * cfg.eval_every_tokens)
+            interval_start = trainer.tokens
+            try:
+                train_loss, seconds = trainer.train_until(next_eval, lambda tokens: self._on_step(tokens, next_eval))
+                val_loss = trainer.evaluate("val")
+                if not math.isfinite(val_loss):
+                    raise Diverged(f"validation loss became {val_loss}")
+            except Diverged:
+                self._report_failure("diverged")
+                return "diverged"
+            except torch.OutOfMemoryError:
+                self._report_failure("oom")
+                return "oom"
+            status = "completed" if trainer.tokens >= cfg.max_tokens else "running"
+            self._report_evaluation(train_loss, val_loss, (trainer.tokens - interval_start) / seconds, status)
+        return status
+
+    def _on_step(self, tokens: int, next_eval: int) -> None:
+        if self.fault_at is not None and tokens >= self.fault_at:
+            raise RuntimeError(f"injected fault: fault_at_tokens = {self.fault_at} reached at {tokens} tokens")
+        progress = getattr(self.reporter, "progress", None)
+        if progress is not None:
+            progress(tokens, next_eval, self.cfg.max_tokens)
+
+    def _bpc(self, nats_per_token: float, split: str) -> float:
+        return bits_per_char(nats_per_token, self.dataset.chars_per_token(split))
+
+    def _report_evaluation(self, train_loss: float, val_loss: float, tokens_per_s: float, status: str) -> None:
+        trainer, cfg = self.trainer, self.cfg
+        val_bpc = self._bpc(val_loss, "val")
+        trainer.best_val_bpc = min(trainer.best_val_bpc, val_bpc)
+        metrics: dict[str, Any] = {
+            "tokens": trainer.tokens, "step": trainer.step, "status": status,
+            "val_loss": val_loss, "val_ppl": perplexity(val_loss), "val_bpc": val_bpc,
+            "train_loss": train_loss, "train_ppl": perplexity(train_loss), "train_bpc": self._bpc(train_loss, "train"),
+            "best_val_bpc": trainer.best_val_bpc,
+            "lr": trainer.optimizer.param_groups[0]["lr"],
+            "tokens_per_s": tokens_per_s,
+            "flops": self.flops_per_token * trainer.tokens,
+            "num_params": self.num_params,
+        }
+        floor = self.dataset.entropy_floor
+        if floor is not None:
+            metrics["floor_bpc"] = floor.bits_per_char
+            metrics["floor_gap"] = val_bpc - floor.bits_per_char
+            metrics["floor_gap_rel"] = metrics["floor_gap"] / floor.bits_per_char
+        sample = self._sample_text()
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(metrics, trainer.tokens)
+            self.tensorboard.text(sample, trainer.tokens)
+        checkpoint_dir = Path(tempfile.mkdtemp(prefix=f"textune-ckpt-{trainer.tokens}-"))
+        try:
+            write_checkpoint(checkpoint_dir, trainer.state_dict(),
+                             {"tokens": trainer.tokens, "step": trainer.step, "val_bpc": val_bpc,
+                              "vocab_size": trainer.vocab_size,
+                              "tokenizer_kind": self.dataset.manifest.tokenizer.kind, "config": cfg.model_dump()})
+            # The tokenizer travels with the weights, so generation needs no dataset.
+            self.dataset.tokenizer.save(checkpoint_dir)
+            self._report(metrics, str(checkpoint_dir))
+        finally:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+    def _report_failure(self, status: str) -> None:
+        """The final report of a trial that cannot go on: no checkpoint, val_bpc = inf."""
+        metrics = {"tokens": self.trainer.tokens, "step": self.trainer.step, "status": status,
+                   "val_loss": math.inf, "val_ppl": math.inf, "val_bpc": math.inf,
+                   "best_val_bpc": self.trainer.best_val_bpc,
+                   "lr": self.trainer.optimizer.param_groups[0]["lr"], "num_params": self.num_params}
+        self._report(metrics, None)
+
+    def _report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        self.last_metrics = metrics
+        self.reporter.report(metrics, checkpoint_dir)
+
+    def _sample_text(self) -> str:
+        """A short continuation of the first validation token, from a generator seeded by seed and tokens.
+
+        Its own generator keeps the training RNG untouched, so sampling never changes the training run.
+        """
+        if self.cfg.sample_tokens == 0:
+            return ""
+        x, _ = next(iter(self.dataset.eval_batches("val", self.cfg.block_size, 1, max_blocks=1)))
+        prompt = torch.from_numpy(x[:, :1]).to(self.trainer.device)  # (1, 1)
+        generator = torch.Generator(device=self.trainer.device).manual_seed(self.cfg.seed + self.trainer.tokens)
+        ids = generate(self.trainer.model, prompt, self.cfg.sample_tokens, temperature=1.0, top_k=None,
+                       generator=generator)
+        return self.dataset.tokenizer.decode(ids[0].tolist())

@@ -1,0 +1,63 @@
+"""``textune train``: train one model without Ray, into a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from textune.config import apply_overrides, load_yaml, validate
+from textune.errors import TextuneError
+
+DEFAULT_RUNS_DIR = Path(".textune") / "runs"
+
+
+def split_data_section(raw: dict[str, Any], where: str) -> tuple[dict[str, Any], Any]:
+    """(trial config, DataConfig or None): the ``data:`` section, validated, apart from the trial's keys."""
+    if "data" in raw and "dataset_dir" in raw:
+        raise TextuneError(f'{where}: both "data" and "dataset_dir" are given.',
+                           "Keep one: a data: section to prepare (cached), or dataset_dir of a prepared dataset.")
+    if "data" not in raw:
+        if "dataset_dir" not in raw:
+            raise TextuneError(f'{where}: neither "data" nor "dataset_dir" says what to train on.',
+                               "Add a data: section (e.g. data: {source: shakespeare}) or dataset_dir: PATH.")
+        return raw, None
+    from data_pipeline.config import DataConfig
+
+    trial = {key: value for key, value in raw.items() if key != "data"}
+    return trial, validate(DataConfig, raw["data"], f"{where}, section data")
+
+
+@click.command("train")
+@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key (repeatable), e.g. --set lr=3e-4 --set data.source=shakespeare.")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its newest intact checkpoint.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help=f"Where the run's checkpoints, metrics and TensorBoard files go "
+                   f"[default: {DEFAULT_RUNS_DIR}/<config name>].")
+def train(config_path: Path, overrides: tuple[str, ...], resume: bool, run_dir: Path | None) -> None:
+    """Train one model as CONFIG.yaml says (a data: section or dataset_dir, plus trial hyperparameters).
+
+    Prints a line per evaluation and, on a terminal, a progress bar between them. Every key is documented in
+    docs/models.md.
+    """
+    from models.config import parse_trial_config
+    from models.run_dir import checkpoint_to_resume, train_in_run_dir
+
+    where = f"training config {config_path}"
+    config, data_config = split_data_section(apply_overrides(load_yaml(config_path), overrides), where)
+    run_dir = run_dir if run_dir is not None else DEFAULT_RUNS_DIR / config_path.stem
+    # Every mistake in the config or the run directory surfaces before a possibly long data preparation.
+    parse_trial_config({"dataset_dir": "(prepared from the data: section)", **config}, where)
+    resume_from = checkpoint_to_resume(run_dir, resume)
+    if data_config is not None:
+        from data_pipeline.prepare import prepare_dataset
+
+        config["dataset_dir"] = str(prepare_dataset(data_config))
+    result = train_in_run_dir(config, run_dir, resume_from)
+    click.echo(f"{result.status}: {result.tokens:,} tokens, best val_bpc {result.best_val_bpc:.4f}, "
+               f"{result.num_params:,} parameters; run directory {run_dir}")
+    if result.status != "completed":
+        raise click.exceptions.Exit(1)
