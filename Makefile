@@ -25,7 +25,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/textune data prepare synthetic --tokenizer char
+	$(BIN)/textune run tune_jobs/configs/quickstart.yaml --resume
 
 test: $(STAMP)
 	$(TEST_ENV) $(LOOPBACK_ONLY) $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 
 from conftest import run_textune
@@ -61,3 +62,20 @@ def test_overrides_set_nested_keys_and_parse_values() -> None:
     assert data == {"budget": {"max_tokens": 200}, "name": "run-a", "x": {"y": [1, 2]}}
     with pytest.raises(TextuneError):
         apply_overrides({}, ["novalue"])
+
+
+class Split(StrictModel):
+    train: float
+    val: float
+
+    @pydantic.model_validator(mode="after")
+    def _sums_to_one(self) -> "Split":
+        if self.train + self.val != 1:
+            raise ValueError("train + val must sum to 1")
+        return self
+
+
+def test_cross_key_check_reads_as_one_sentence() -> None:
+    with pytest.raises(TextuneError) as info:
+        validate(Split, {"train": 0.5, "val": 0.2}, "job spec j.yaml")
+    assert info.value.paragraph().startswith("job spec j.yaml: train + val must sum to 1.")

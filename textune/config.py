@@ -49,7 +49,7 @@ def _model_at(model_cls: type[pydantic.BaseModel], loc: tuple[Any, ...]) -> type
 
 def _describe(error: Mapping[str, Any], model_cls: type[pydantic.BaseModel], where: str) -> str:
     loc = tuple(error["loc"])
-    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    dotted = ".".join(str(p) for p in loc)
     if error["type"] == "extra_forbidden":
         owner = _model_at(model_cls, loc[:-1])
         valid = sorted(owner.model_fields) if owner else []
@@ -58,11 +58,14 @@ def _describe(error: Mapping[str, Any], model_cls: type[pydantic.BaseModel], whe
         return f'{where}: unknown key "{dotted}".{suggestion}{listing}'
     if error["type"] == "missing":
         return f'{where}: required key "{dotted}" is missing. Add it.'
-    given = error.get("input")
-    shown = repr(given) if not isinstance(given, (dict, list)) else type(given).__name__
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
+    if not loc:
+        # A check across several keys (a model validator) belongs to no single field: its message names them.
+        return f"{where}: {message}."
+    given = error.get("input")
+    shown = repr(given) if not isinstance(given, (dict, list)) else type(given).__name__
     return f'{where}: "{dotted}" = {shown} is invalid: {message}.'
 
 

@@ -20,6 +20,17 @@ from textune.errors import TextuneError
 
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
+    "train": "tune_jobs.cli.train_commands:train",
+    "generate": "tune_jobs.cli.generate_commands:generate",
+    "data": "tune_jobs.cli.data_commands:data",
+    "run": "tune_jobs.cli.tune_commands:run",
+    "resume": "tune_jobs.cli.tune_commands:resume",
+    "best": "tune_jobs.cli.tune_commands:best",
+    "export": "tune_jobs.cli.tune_commands:export",
+    "tensorboard": "tune_jobs.cli.tune_commands:tensorboard",
+    "cluster": "tune_jobs.cli.cluster_commands:cluster_group",
+    "submit": "tune_jobs.cli.submit_commands:submit",
+    "jobs": "tune_jobs.cli.jobs_commands:jobs_group",
 }
 
 

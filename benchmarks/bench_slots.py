@@ -1,0 +1,163 @@
+"""Slot utilization: the share of trial slot-time spent in training steps, textune vs plain Ray Tune.
+
+24 trials of about ``--trial-seconds`` each on 2 CPU slots (a tiny Transformer on the synthetic corpus, one
+torch thread per trial), measured twice in the same run:
+
+- textune: ``textune run``'s path (:func:`tune_jobs.runner.run_job`): function trainable with the fixed
+  params bound once, ``reuse_actors=True``, checkpoints reported to Ray Tune;
+- baseline: a plain Ray Tune function trainable that calls the same ``run_trial`` with the same checkpoints,
+  ``reuse_actors=False`` (a fresh worker process, and a fresh torch import, per trial).
+
+Utilization = sum over trials of the seconds spent in optimiser steps (tokens / tokens_per_s of every
+evaluation interval, as the trainer reports them) / (2 slots x wall seconds of the search). Evaluation,
+checkpointing, process start and Ray's bookkeeping count as overhead.
+
+    .venv/bin/python -m benchmarks.bench_slots [--trials 24 --trial-seconds 10]
+
+Run it in a loopback-only network namespace (as ``make bench`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SLOTS = 2
+MODEL = {"n_layers": 2, "n_heads": 2, "head_dim": 16, "block_size": 64, "batch_size": 16, "eval_max_blocks": 8,
+         "sample_tokens": 0}
+EVALS_PER_TRIAL = 4
+
+
+def plain_trial(config: dict[str, Any]) -> None:
+    """The baseline: a plain function trainable around the same trainer."""
+    from ray import tune
+
+    from models.trial import run_trial
+
+    class Reporter:
+        def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+            checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+            tune.report(metrics, checkpoint=checkpoint)
+
+    run_trial(config, Reporter())
+
+
+def calibrate_tokens(dataset_dir: str, seconds: float) -> int:
+    """Training tokens one thread trains in ``seconds`` (measured here, rounded to whole evaluations)."""
+    import torch
+
+    from models.trial import run_trial
+
+    torch.set_num_threads(1)
+    rates: list[float] = []
+
+    class Reporter:
+        def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+            rates.append(metrics["tokens_per_s"])
+
+    step = MODEL["batch_size"] * MODEL["block_size"]
+    run_trial({**MODEL, "dataset_dir": dataset_dir, "max_tokens": 40 * step, "eval_every_tokens": 20 * step,
+               "num_threads": 1, "device": "cpu"}, Reporter())
+    per_eval = max(step, int(rates[-1] * seconds / EVALS_PER_TRIAL) // step * step)
+    return per_eval * EVALS_PER_TRIAL
+
+
+def training_seconds(evaluations: pd.DataFrame) -> float:
+    """Seconds spent in optimiser steps, from each evaluation interval's tokens and tokens/s."""
+    total = 0.0
+    for _, trial in evaluations.groupby("trial_id"):
+        trial = trial.sort_values("tokens")
+        intervals = trial["tokens"].diff().fillna(trial["tokens"].iloc[0])
+        total += float((intervals / trial["tokens_per_s"]).sum())
+    return total
+
+
+def run_textune(dataset: dict[str, Any], max_tokens: int, trials: int, storage: str) -> tuple[float, float]:
+    from tune_jobs.results import collect
+    from tune_jobs.runner import run_job
+    from tune_jobs.spec import JobSpec
+
+    spec = JobSpec.model_validate({
+        "name": "slots-textune", "data": dataset, "model": MODEL, "storage": storage, "num_samples": trials,
+        "budget": {"max_tokens": max_tokens, "eval_every_tokens": max_tokens // EVALS_PER_TRIAL},
+        "space": {"lr": {"loguniform": [1e-3, 1e-2]}}, "search": {"algorithm": "random"},
+        "scheduler": {"kind": "fifo"}, "max_concurrent_trials": SLOTS, "keep_checkpoints": 1})
+    started = time.perf_counter()
+    experiment = run_job(spec)
+    wall = time.perf_counter() - started
+    return training_seconds(collect(experiment, spec).evaluations), wall
+
+
+def run_plain(dataset_dir: str, max_tokens: int, trials: int, storage: str) -> tuple[float, float]:
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    fixed = {**MODEL, "dataset_dir": dataset_dir, "max_tokens": max_tokens, "num_threads": 1, "device": "cpu",
+             "eval_every_tokens": max_tokens // EVALS_PER_TRIAL}
+    tuner = tune.Tuner(
+        tune.with_resources(plain_trial, {"cpu": 1}),
+        param_space={**fixed, "lr": tune.loguniform(1e-3, 1e-2)},
+        tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=SLOTS, reuse_actors=False),
+        run_config=tune.RunConfig(name="slots-plain", storage_path=storage, verbose=0,
+                                  # textune's run turned Ray's automatic loggers off in this process
+                                  callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    started = time.perf_counter()
+    grid = tuner.fit()
+    wall = time.perf_counter() - started
+    evaluations = pd.concat([r.metrics_dataframe.assign(trial_id=str(i)) for i, r in enumerate(grid)])
+    return training_seconds(evaluations), wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--trial-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+
+    import ray
+
+    from data_pipeline.config import DataConfig
+    from data_pipeline.prepare import prepare_dataset
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    dataset = {"source": "synthetic", "synthetic": {"characters": 200_000}}
+    dataset_dir = str(prepare_dataset(DataConfig.model_validate(dataset)))
+    max_tokens = calibrate_tokens(dataset_dir, args.trial_seconds)
+    ray.init(num_cpus=SLOTS, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-slots-") as storage:
+            textune_train, textune_wall = run_textune(dataset, max_tokens, args.trials, storage)
+            plain_train, plain_wall = run_plain(dataset_dir, max_tokens, args.trials, storage)
+    finally:
+        ray.shutdown()
+    textune_util = textune_train / (SLOTS * textune_wall)
+    plain_util = plain_train / (SLOTS * plain_wall)
+    result = {
+        "trials": args.trials, "slots": SLOTS, "trial_seconds_target": args.trial_seconds, "max_tokens": max_tokens,
+        "mean_training_s_per_trial": textune_train / args.trials,
+        "textune": {"utilization": textune_util, "wall_s": textune_wall, "training_s": textune_train},
+        "plain_no_reuse": {"utilization": plain_util, "wall_s": plain_wall, "training_s": plain_train},
+        "ratio": textune_util / plain_util, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "ray": ray.__version__,
+    }
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS_DIR / f"bench_slots_{args.trial_seconds:g}s.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"| slot utilization, {args.trials} trials of ~{result['mean_training_s_per_trial']:.1f} s training on "
+          f"{SLOTS} slots | textune {100 * textune_util:.1f}% | plain Ray Tune, no actor reuse "
+          f"{100 * plain_util:.1f}% (x{result['ratio']:.2f}) | `.venv/bin/python -m benchmarks.bench_slots "
+          f"--trial-seconds {args.trial_seconds:g}` | {result['machine']} |")
+
+
+if __name__ == "__main__":
+    main()

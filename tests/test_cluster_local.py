@@ -1,0 +1,274 @@
+"""A real local multi-node cluster (`textune cluster up`): auth, status, job submission, S3 storage, down.
+
+One cluster serves the module: a CPU head and two workers with 2 CPUs and 2 logical GPUs each, every node a
+`ray start --block` process on 127.0.0.1. Run inside a loopback-only network namespace (``make test``).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+from cluster.local_state import read_state
+from conftest import assert_user_error, run_textune
+from test_cluster_storage import BUCKET, s3_endpoint  # noqa: F401 - the module-scoped S3 server fixture
+from test_tune_spec import tiny_job
+
+pytestmark = pytest.mark.timeout(180)
+
+WORKERS, CPUS_PER_WORKER, GPUS_PER_WORKER = 2, 2, 2
+
+
+class LocalCluster:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        state = read_state(state_dir)
+        assert state is not None
+        self.state = state
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a user exports to use the cluster."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.state.token_path), "RAY_AUTH_TOKEN": ""}
+
+    def textune(self, *args: str, env: dict[str, str] | None = None, timeout: float = 150):
+        return run_textune(*args, env={**self.env, **(env or {})}, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    state_dir = tmp_path_factory.mktemp("cluster-state")
+    started = run_textune("cluster", "up", "--workers", str(WORKERS), "--cpus-per-worker", str(CPUS_PER_WORKER),
+                          "--gpus-per-worker", str(GPUS_PER_WORKER), "--state-dir", str(state_dir), timeout=150)
+    try:
+        assert started.returncode == 0, started.stderr[-3000:]
+        assert "GCS address:   127.0.0.1:" in started.stdout
+        yield LocalCluster(state_dir)
+    finally:
+        if read_state(state_dir) is not None:
+            run_textune("cluster", "down", "--state-dir", str(state_dir), timeout=60)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["cluster", "down"], "no local cluster is up (no record in"),
+    (["cluster", "status"], "no local cluster is up and no --address was given"),
+    (["cluster", "up", "--workers", "-1"], '"workers" = -1 is invalid'),
+    (["cluster", "up", "--object-store-mb", "10"], '"object_store_mb" = 10 is invalid'),
+])
+def test_cluster_commands_without_a_cluster_or_with_bad_options(tmp_path: Path, args: list[str],
+                                                                fragment: str) -> None:
+    assert_user_error(run_textune(*args, "--state-dir", str(tmp_path)), fragment)
+    assert not (tmp_path / "cluster.json").exists()
+
+
+def test_up_records_its_nodes_and_a_private_token(cluster: LocalCluster) -> None:
+    state = cluster.state
+    assert [node.role for node in state.nodes] == ["head"] + ["worker"] * WORKERS
+    assert all(Path(f"/proc/{node.pid}").exists() for node in state.nodes)
+    assert state.token_path.stat().st_mode & 0o777 == 0o600
+    assert len(state.token_path.read_text()) == 64
+
+
+@pytest.mark.parametrize("service", ["gcs", "dashboard"])
+def test_services_listen_on_127_0_0_1_only(cluster: LocalCluster, service: str) -> None:
+    address = cluster.state.gcs_address if service == "gcs" else cluster.state.dashboard_url.split("//")[1]
+    port = int(address.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+    # 127.0.0.2 is loopback too: a server bound to every address would answer there.
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.2", port), timeout=2):
+        pass
+
+
+def test_status_shows_nodes_resources_and_trial_slots(cluster: LocalCluster) -> None:
+    result = run_textune("cluster", "status", "--state-dir", str(cluster.state_dir), "--gpus-per-trial", "1",
+                         "--cpus-per-trial", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{WORKERS + 1} node(s)" in result.stdout
+    assert f"GPU {WORKERS * GPUS_PER_WORKER}/{WORKERS * GPUS_PER_WORKER}" in result.stdout
+    assert "running trials: 0" in result.stdout
+    # 2 GPUs and 2 CPUs per worker, none on the head: 2 one-GPU trials per worker.
+    assert f"trial slots (1 GPU + 1 CPU per trial): {WORKERS * 2}" in result.stdout
+
+
+def test_second_up_on_the_same_state_is_refused(cluster: LocalCluster) -> None:
+    result = run_textune("cluster", "up", "--state-dir", str(cluster.state_dir))
+    assert_user_error(result, "already up", cluster.state.gcs_address)
+
+
+@pytest.mark.parametrize("env, fragments", [
+    ({"RAY_AUTH_TOKEN": "0" * 64}, ["rejected the auth token from RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"]),
+    ({"RAY_AUTH_TOKEN": "", "RAY_AUTH_TOKEN_PATH": "", "RAY_AUTH_MODE": "", "HOME": "/nonexistent"},
+     ["requires an auth token and none is set", "RAY_AUTH_TOKEN_PATH"]),
+    ({"RAY_AUTH_TOKEN": "", "RAY_AUTH_TOKEN_PATH": "", "HOME": "/nonexistent"},
+     ["RAY_AUTH_MODE=token is set but no auth token was found", "RAY_AUTH_TOKEN"]),
+], ids=["wrong-token", "no-token", "token-mode-without-token"])
+def test_client_without_the_right_token_is_refused_within_seconds(cluster: LocalCluster, env: dict[str, str],
+                                                                  fragments: list[str]) -> None:
+    started = time.monotonic()
+    result = cluster.textune("cluster", "status", "--address", cluster.state.gcs_address, env=env)
+    assert_user_error(result, *fragments)
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize("token, fragment", [("0" * 64, "rejected the auth token"), ("", "none is set")])
+def test_jobs_api_without_the_right_token_is_refused(cluster: LocalCluster, token: str, fragment: str) -> None:
+    env = {"RAY_AUTH_TOKEN": token, "RAY_AUTH_TOKEN_PATH": "", "HOME": "/nonexistent"}
+    result = cluster.textune("jobs", "list", "--address", cluster.state.dashboard_url, env=env)
+    assert_user_error(result, fragment, "RAY_AUTH_TOKEN")
+
+
+@pytest.mark.parametrize("command, address, fragment", [
+    ("status", "127.0.0.1:1", "cannot reach a Ray cluster at 127.0.0.1:1"),
+    ("status", "10.255.255.1:6379", "cannot reach a Ray cluster at 10.255.255.1:6379"),
+    ("status", "no-port-here", "is not HOST:PORT"),
+    ("status", "http://127.0.0.1:8265", "is a dashboard (Jobs API) URL"),
+    ("jobs", "http://127.0.0.1:1", "cannot reach the Jobs API"),
+    ("jobs", "127.0.0.1:6379", "is not a Jobs API URL"),
+])
+def test_unreachable_or_malformed_address_fails_within_seconds(cluster: LocalCluster, command: str, address: str,
+                                                              fragment: str) -> None:
+    args = ["cluster", "status", "--address", address] if command == "status" else ["jobs", "list", "--address",
+                                                                                      address]
+    started = time.monotonic()
+    result = cluster.textune(*args)
+    assert_user_error(result, fragment)
+    assert time.monotonic() - started < 15
+
+
+def write_job(path: Path, **changes: object) -> Path:
+    job = {**tiny_job(path.parent / "storage"), **changes}
+    path.write_text(yaml.safe_dump(job), encoding="utf-8")
+    return path
+
+
+def test_submitted_search_spreads_over_the_workers_and_writes_results(cluster: LocalCluster, tmp_path: Path) -> None:
+    # 2 CPUs per trial: one trial fills a worker, so two trials at once must use both workers.
+    job = write_job(tmp_path / "job.yaml", name="submitted", num_samples=2, max_concurrent_trials=2,
+                    resources={"cpu": CPUS_PER_WORKER, "gpu": 1})
+    submitted = cluster.textune("submit", str(job), "--address", cluster.state.dashboard_url)
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    submission_id = submitted.stdout.split("submitted ", 1)[1].split()[0]
+    deadline, status = time.monotonic() + 90, ""
+    while time.monotonic() < deadline and "running trials: 2" not in status:
+        status = run_textune("cluster", "status", "--state-dir", str(cluster.state_dir)).stdout
+    assert "running trials: 2" in status, status
+
+    followed = cluster.textune("jobs", "logs", submission_id, "--address", cluster.state.dashboard_url, "--follow")
+    assert followed.returncode == 0 and f"job {submission_id} SUCCEEDED" in followed.stdout, followed.stdout[-3000:]
+    assert "tune_jobs.cli.main run" in followed.stdout
+
+    import pandas as pd
+
+    trials = pd.read_parquet(tmp_path / "storage" / "submitted" / "results.parquet")
+    assert (trials["status"] == "completed").all(), trials
+    assert trials["node_id"].nunique() == 2
+    listed = cluster.textune("jobs", "list", "--address", cluster.state.dashboard_url)
+    assert listed.returncode == 0 and submission_id in listed.stdout and "SUCCEEDED" in listed.stdout
+
+
+def test_submit_follow_reports_a_failed_job_and_a_running_job_can_be_stopped(cluster: LocalCluster,
+                                                                              tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("storage cannot go under a file")
+    failing = write_job(tmp_path / "fails.yaml", name="fails", storage=str(tmp_path / "a-file" / "storage"))
+    result = cluster.textune("submit", str(failing), "--address", cluster.state.dashboard_url, "--follow")
+    assert result.returncode == 2 and "ended FAILED" in result.stderr, result.stderr[-2000:]
+    assert "is not writable" in result.stdout  # the driver's own error, streamed from the head
+
+    long_job = write_job(tmp_path / "long.yaml", name="long", budget={"max_tokens": 10_000_000,
+                                                                      "eval_every_tokens": 1024})
+    submitted = cluster.textune("submit", str(long_job), "--address", cluster.state.dashboard_url)
+    submission_id = submitted.stdout.split("submitted ", 1)[1].split()[0]
+    stopped = cluster.textune("jobs", "stop", submission_id, "--address", cluster.state.dashboard_url)
+    assert stopped.returncode == 0 and f"job {submission_id} STOPPED" in stopped.stdout, stopped.stderr[-2000:]
+    again = cluster.textune("jobs", "stop", submission_id, "--address", cluster.state.dashboard_url)
+    assert_user_error(again, "already ended (STOPPED)")
+
+
+def test_submit_refuses_storage_the_cluster_would_lose(cluster: LocalCluster, tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.yaml", name="relative")
+    result = cluster.textune("submit", str(job), "--address", cluster.state.dashboard_url,
+                             "--set", "storage=experiments")
+    assert_user_error(result, 'storage "experiments" is a relative path', "s3://")
+
+
+def test_jobs_logs_and_stop_of_an_unknown_job_list_what_exists(cluster: LocalCluster) -> None:
+    for action in ("logs", "stop"):
+        result = cluster.textune("jobs", action, "raysubmit_nope", "--address", cluster.state.dashboard_url)
+        assert_user_error(result, 'no job "raysubmit_nope"', "textune jobs list")
+
+
+def test_job_needing_more_gpus_than_a_node_has_fails_fast(cluster: LocalCluster, tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.yaml", name="too-big", resources={"cpu": 1, "gpu": GPUS_PER_WORKER + 1})
+    result = cluster.textune("run", str(job), "--address", cluster.state.gcs_address, timeout=90)
+    # The run logs its progress first; the last line is the error.
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error:") and f"has {GPUS_PER_WORKER} GPU" in last_line
+
+
+def test_multi_node_search_with_s3_storage_runs_and_resumes(cluster: LocalCluster, s3_endpoint: str,  # noqa: F811
+                                                            tmp_path: Path) -> None:
+    storage = f"s3://{BUCKET}/runs?endpoint_override={s3_endpoint}&scheme=http"
+    job = write_job(tmp_path / "job.yaml", name="on-s3", num_samples=2, resources={"cpu": 1, "gpu": 1},
+                    storage=storage)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    result = cluster.textune("run", str(job), "--address", cluster.state.gcs_address, env=env)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+
+    import pyarrow.fs as pafs
+
+    from cluster.storage import resolve_storage
+
+    filesystem, root = resolve_storage(storage)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        files = [info.path for info in filesystem.get_file_info(pafs.FileSelector(f"{root}/on-s3", recursive=True))]
+    assert f"{root}/on-s3/results.parquet" in files
+    assert any("/checkpoint_" in path for path in files)
+
+    experiment = storage.replace("/runs?", "/runs/on-s3?")
+    resumed = cluster.textune("resume", experiment, "--address", cluster.state.gcs_address, env=env)
+    assert resumed.returncode == 0, (resumed.stdout[-3000:], resumed.stderr[-3000:])
+    assert "2 completed" in resumed.stdout
+
+
+def test_down_stops_exactly_the_cluster_processes(cluster: LocalCluster, tmp_path: Path) -> None:
+    groups = [node.pid for node in cluster.state.nodes]
+    members = [int(entry.name) for entry in Path("/proc").glob("[0-9]*") if _pgrp(int(entry.name)) in groups]
+    assert len(members) > len(groups)  # the nodes' raylets, GCS, dashboard, ... share their groups
+    bystander = subprocess.Popen(["sleep", "60"])  # any other process of this user must survive
+    try:
+        result = run_textune("cluster", "down", "--state-dir", str(cluster.state_dir), timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert all(_pgrp(pid) is None or _is_zombie(pid) for pid in members)
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+    assert read_state(cluster.state_dir) is None and not cluster.state.token_path.exists()
+    assert_user_error(run_textune("cluster", "down", "--state-dir", str(cluster.state_dir)), "no local cluster is up")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _pgrp(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[2]) if fields else None
+
+
+def _is_zombie(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] == "Z"

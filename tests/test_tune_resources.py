@@ -1,0 +1,72 @@
+"""Trial placement on a real multi-node Ray cluster with logical GPUs (2 nodes x 4 GPUs, no real CUDA)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from test_tune_spec import tiny_job
+from textune.errors import TextuneError
+from tune_jobs.finish import finish_experiment
+from tune_jobs.runner import run_job
+from tune_jobs.spec import JobSpec
+
+pytestmark = pytest.mark.timeout(240)
+
+NODES, GPUS_PER_NODE = 2, 4
+
+
+@pytest.fixture(scope="module")
+def gpu_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A head and a worker node, each with 4 logical GPUs and 4 logical CPUs, and a driver connected to it."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": GPUS_PER_NODE, "num_gpus": GPUS_PER_NODE, "include_dashboard": False})
+        try:
+            cluster.add_node(num_cpus=GPUS_PER_NODE, num_gpus=GPUS_PER_NODE)
+            cluster.wait_for_nodes()
+            ray.init(address=cluster.address, log_to_driver=False)
+            yield
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
+def test_each_trial_gets_its_own_gpu(gpu_cluster: None, tmp_path: Path) -> None:
+    job = tiny_job(tmp_path, name="gpus", num_samples=NODES * GPUS_PER_NODE, max_concurrent_trials=None,
+                   resources={"cpu": 1, "gpu": 1}, budget={"max_tokens": 1024, "eval_every_tokens": 1024})
+    spec = JobSpec.model_validate(job)
+    results = finish_experiment(run_job(spec), spec).trials
+    assert (results["status"] == "completed").all(), results[["status"]]
+    placements = set(zip(results["node_id"], results["gpu_ids"]))
+    # 8 trials on 8 distinct (node, GPU) pairs: each saw exactly one GPU, and no two shared one.
+    assert len(placements) == NODES * GPUS_PER_NODE
+    assert all(len(gpus.split(",")) == 1 for gpus in results["gpu_ids"])
+    assert results["node_id"].nunique() == NODES
+
+
+def test_asking_for_more_gpus_than_any_node_has_fails_fast(gpu_cluster: None, tmp_path: Path) -> None:
+    spec = JobSpec.model_validate(tiny_job(tmp_path, name="too-big", resources={"cpu": 1, "gpu": 5}))
+    with pytest.raises(TextuneError) as info:
+        run_job(spec)
+    assert "needing 5 GPU(s)" in info.value.paragraph() and "has 4 GPU(s)" in info.value.paragraph()
+
+
+
+def test_fractional_gpus_pack_trials_onto_shared_gpus(gpu_cluster: None, tmp_path: Path) -> None:
+    trials = 8
+    job = tiny_job(tmp_path, name="fractional", num_samples=trials, max_concurrent_trials=None,
+                   resources={"cpu": 0.5, "gpu": 0.25}, budget={"max_tokens": 1024, "eval_every_tokens": 1024})
+    spec = JobSpec.model_validate(job)
+    results = finish_experiment(run_job(spec), spec).trials
+    assert (results["status"] == "completed").all(), results[["status"]]
+    assert all(len(gpus.split(",")) == 1 for gpus in results["gpu_ids"])
+    per_gpu = results.groupby(["node_id", "gpu_ids"]).size()
+    # A quarter-GPU trial shares its GPU: fewer (node, GPU) pairs were used than there were trials.
+    assert len(per_gpu) < trials and per_gpu.max() > 1, per_gpu

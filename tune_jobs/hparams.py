@@ -1,0 +1,118 @@
+"""TensorBoard HParams for a whole experiment, written from the results table.
+
+One experiment config at the experiment root (a domain per searched hyperparameter, taken from the search
+space, plus the trial status; metrics val_bpc, val_ppl and best val_bpc) and one session per trial in the
+trial's own run directory, beside the curves the trainer writes there. Sessions are written by the driver
+after the search from Ray's records, so trials that errored before reporting, diverged or were stopped early
+are listed too, each with its status. The files are rewritten after every run or resume;
+nothing else in the directory is touched.
+
+The trainer writes its own HParams session into the same run directory when it starts. TensorBoard keeps the
+first HParams record of a run it reads and reads a run's event files in name order, so the driver's file is
+named to sort first (``events.out.tfevents.0000000000.…``): its session, which knows the final status from
+Ray's records, is the one the dashboard shows.
+
+The protos are built directly (tensorboard's own summary helpers need TensorFlow).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+from tensorboard.summary.writer.record_writer import RecordWriter
+
+from tune_jobs.results import STATUSES, searched_config
+from tune_jobs.space import SearchSpace
+
+# Sorts before any event file named by a writer (their names hold the creation time in seconds).
+EVENTS_FILE = "events.out.tfevents.0000000000.textune.hparams"
+STATUS_HPARAM = "trial_status"
+METRICS = ("val_bpc", "val_ppl", "best_val_bpc")
+SESSION_STATUS = {
+    "completed": api_pb2.STATUS_SUCCESS, "early_stopped": api_pb2.STATUS_SUCCESS,
+    "diverged": api_pb2.STATUS_FAILURE, "oom": api_pb2.STATUS_FAILURE, "errored": api_pb2.STATUS_FAILURE,
+    "unfinished": api_pb2.STATUS_RUNNING,
+}
+
+
+def _plugin_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.Summary:
+    summary = summary_pb2.Summary()
+    summary.value.add(tag=tag, metadata=metadata.create_summary_metadata(data), tensor=metadata.NULL_TENSOR)
+    return summary
+
+
+def _hparam_info(name: str, kind: str, values: list[Any]) -> api_pb2.HParamInfo:
+    info = api_pb2.HParamInfo(name=name)
+    if kind in ("choice", "grid"):
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            info.type = api_pb2.DATA_TYPE_FLOAT64
+            info.domain_discrete.extend(float(v) for v in values)
+        else:
+            info.type = api_pb2.DATA_TYPE_STRING
+            info.domain_discrete.extend(str(v) for v in values)
+        return info
+    info.type = api_pb2.DATA_TYPE_FLOAT64
+    info.domain_interval.min_value, info.domain_interval.max_value = float(values[0]), float(values[1])
+    return info
+
+
+def experiment_summary(space: SearchSpace) -> summary_pb2.Summary:
+    """The experiment config: hyperparameter domains from the search space and the metrics to show."""
+    infos = [_hparam_info(name, dimension.kind, dimension.values) for name, dimension in space.items()]
+    infos.append(_hparam_info(STATUS_HPARAM, "choice", list(STATUSES)))
+    experiment = api_pb2.Experiment(
+        time_created_secs=time.time(), hparam_infos=infos,
+        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=tag) for tag in METRICS])
+    return _plugin_summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment))
+
+
+def session_summaries(hparams: dict[str, Any], status: str) -> tuple[summary_pb2.Summary, summary_pb2.Summary]:
+    """Session start (the trial's hyperparameters) and end (its status) for one trial."""
+    start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+    for name, value in hparams.items():
+        if isinstance(value, bool):
+            start.hparams[name].bool_value = value
+        elif isinstance(value, (int, float)):
+            start.hparams[name].number_value = float(value)
+        else:
+            start.hparams[name].string_value = str(value)
+    end = plugin_data_pb2.SessionEndInfo(status=SESSION_STATUS[status], end_time_secs=time.time())
+    return (_plugin_summary(metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start)),
+            _plugin_summary(metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end)))
+
+
+def _write(directory: Path, summaries: list[tuple[int, summary_pb2.Summary]]) -> None:
+    """(Re)write the driver's event file in ``directory``: written whole to a temporary name, then renamed."""
+    staging = directory / f".{EVENTS_FILE}.tmp"
+    with open(staging, "wb") as handle:
+        records = RecordWriter(handle)
+        records.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+        for step, summary in summaries:
+            records.write(event_pb2.Event(wall_time=time.time(), step=step, summary=summary).SerializeToString())
+    staging.replace(directory / EVENTS_FILE)
+
+
+def _scalar(tag: str, value: float) -> summary_pb2.Summary:
+    summary = summary_pb2.Summary()
+    summary.value.add(tag=tag, simple_value=value)
+    return summary
+
+
+def write_hparams(experiment_dir: Path, space: SearchSpace, trials: pd.DataFrame) -> None:
+    """Write the experiment config at ``experiment_dir`` and a session in every trial's directory."""
+    _write(experiment_dir, [(0, experiment_summary(space))])
+    for _, row in trials.iterrows():
+        trial_dir = experiment_dir / Path(row["trial_dir"]).name
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        start, end = session_summaries({**searched_config(row), STATUS_HPARAM: row["status"]}, row["status"])
+        step = int(row["tokens"])
+        final = {"val_bpc": row["last_val_bpc"], "val_ppl": row["last_val_ppl"], "best_val_bpc": row["best_val_bpc"]}
+        # A trial that never reported has no metric values; TensorBoard shows it with empty metric cells.
+        scalars = [(step, _scalar(tag, float(v))) for tag, v in final.items() if not math.isnan(v)]
+        _write(trial_dir, [(0, start), *scalars, (step, end)])

@@ -1,0 +1,160 @@
+"""Run or resume a search: prepare the data once, build the Tuner and run it.
+
+Ray comes from :func:`cluster.connection.connect`: without an address an embedded local Ray bound to
+127.0.0.1 with the dashboard off, shut down afterwards; a Ray session that is already up (a test's, or a
+submitted job's) is used as it is and left running. Storage is checked writable before anything starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+import pyarrow.fs
+import yaml
+
+from textune.config import validate
+from textune.errors import TextuneError
+from tune_jobs.experiment import SPEC_FILE, Experiment, experiment_at
+from tune_jobs.search import TIME_ATTR, build_scheduler, build_search_alg
+from tune_jobs.space import to_param_space
+from tune_jobs.spec import JobSpec, check_trial_configs, fixed_trial_params
+from tune_jobs.trainable import build_trainable
+
+
+@contextlib.contextmanager
+def trial_slots(spec: JobSpec) -> Iterator[int]:
+    """Trials to run at once: the spec's limit, else as many as the connected cluster holds.
+
+    Fails fast when no node could ever host one trial (Ray would leave it pending forever). For the run,
+    Ray Tune may keep that many trials pending (unless the user set the limit): other searchers than random
+    search keep one pending otherwise, and a big cluster would start one trial per scheduling round.
+    """
+    from cluster.resources import (PENDING_TRIALS_VAR, check_trial_fits, cluster_trial_slots,
+                                   raise_pending_trial_limit)
+
+    check_trial_fits(spec.resources.gpu, spec.resources.cpu)
+    slots = spec.max_concurrent_trials or cluster_trial_slots(spec.resources.gpu, spec.resources.cpu)
+    chosen_by_user = PENDING_TRIALS_VAR in os.environ
+    raise_pending_trial_limit(slots)
+    try:
+        yield slots
+    finally:
+        if not chosen_by_user:  # the next run in this process sizes it for its own cluster and spec
+            os.environ.pop(PENDING_TRIALS_VAR, None)
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short, stable trial directory names (they are also the TensorBoard run names)."""
+    return f"trial_{trial.trial_id}"
+
+
+def _run_config(spec: JobSpec, experiment: Experiment) -> Any:
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    filesystem, path = experiment.filesystem()
+    reporter = tune.CLIReporter(metric_columns=[TIME_ATTR, spec.metric],
+                                parameter_columns=list(spec.space), max_report_frequency=10)
+    return tune.RunConfig(
+        name=spec.name, storage_path=path.rsplit("/", 1)[0], storage_filesystem=filesystem,
+        progress_reporter=reporter, verbose=1, callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints,
+                                                checkpoint_score_attribute=spec.metric,
+                                                checkpoint_score_order=spec.mode),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures))
+
+
+def _trainable(spec: JobSpec, experiment: Experiment) -> Any:
+    """The trainable with the dataset prepared once here; on remote storage it is uploaded for other nodes."""
+    from cluster.dataset_sync import upload_dataset
+    from data_pipeline.prepare import prepare_dataset
+
+    dataset_dir = prepare_dataset(spec.data)  # a cache hit when it was prepared before
+    filesystem, _ = experiment.filesystem()
+    dataset = str(dataset_dir)
+    if not isinstance(filesystem, pyarrow.fs.LocalFileSystem):
+        dataset = upload_dataset(dataset_dir, spec.storage, spec.storage_options)
+    return build_trainable(fixed_trial_params(spec, dataset), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+                           spec.storage_options)
+
+
+def _points_to_evaluate(spec: JobSpec) -> list[dict[str, Any]]:
+    points = list(spec.search.points_to_evaluate)
+    if spec.search.warm_start_from:
+        from tune_jobs.results import top_configs
+
+        points += top_configs(spec.search.warm_start_from, spec.search.warm_start_top_k, list(spec.space))
+    return points
+
+
+def _save_spec(spec: JobSpec, experiment: Experiment) -> None:
+    filesystem, path = experiment.filesystem()
+    filesystem.create_dir(path, recursive=True)
+    with filesystem.open_output_stream(f"{path}/{SPEC_FILE}") as handle:
+        handle.write(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False).encode("utf-8"))
+
+
+def load_saved_spec(experiment: Experiment) -> JobSpec:
+    """The spec an experiment was started with."""
+    filesystem, path = experiment.filesystem()
+    with filesystem.open_input_stream(f"{path}/{SPEC_FILE}") as handle:
+        data = yaml.safe_load(handle.read().decode("utf-8"))
+    return validate(JobSpec, data, f"saved job spec {experiment.root}/{SPEC_FILE}")
+
+
+def _configure_tune_output() -> None:
+    # Ray's newer console output ignores the CLIReporter (and its trimmed columns) unless this is off.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    # Ray's default TensorBoard logger writes an HParams experiment into every trial directory, which would
+    # compete with the experiment-level one (tune_jobs.hparams); the CSV and JSON loggers are kept explicitly.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+
+
+def run_job(spec: JobSpec, address: str | None = None) -> Experiment:
+    """Run the search a spec describes into ``STORAGE/NAME``; refuses to touch an existing experiment."""
+    from ray import tune
+
+    from cluster.connection import connect
+    from cluster.storage import open_storage
+
+    experiment = experiment_at(spec.storage, spec.name, spec.storage_options)
+    if experiment.exists():
+        raise TextuneError(f"experiment {experiment.root} already exists; textune does not overwrite it.",
+                           f"Continue it with: textune resume {experiment.root} (or textune run ... --resume), "
+                           "or start a new one with --name NEW_NAME.")
+    open_storage(spec.storage, spec.storage_options)  # writable, before anything starts
+    points = _points_to_evaluate(spec)
+    _configure_tune_output()
+    # Trials report through Ray Tune; their own console output would break up the progress table.
+    with connect(address, log_to_driver=False), trial_slots(spec) as slots:
+        trainable = _trainable(spec, experiment)
+        _save_spec(spec, experiment)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=to_param_space(spec.space),
+            tune_config=tune.TuneConfig(
+                search_alg=build_search_alg(spec, points, slots), scheduler=build_scheduler(spec),
+                num_samples=spec.num_samples, time_budget_s=spec.budget.time_budget_s,
+                reuse_actors=True, trial_dirname_creator=trial_dirname),
+            run_config=_run_config(spec, experiment))
+        tuner.fit()
+    return experiment
+
+
+def resume_job(experiment: Experiment, address: str | None = None) -> JobSpec:
+    """Continue an experiment: unfinished and errored trials, with the searcher's and scheduler's state."""
+    from ray import tune
+
+    from cluster.connection import connect
+
+    spec = load_saved_spec(experiment)
+    check_trial_configs(spec, f"saved job spec {experiment.root}/{SPEC_FILE}")
+    _configure_tune_output()
+    filesystem, path = experiment.filesystem()
+    with connect(address, log_to_driver=False), trial_slots(spec):
+        tuner = tune.Tuner.restore(path, _trainable(spec, experiment), resume_unfinished=True,
+                                   resume_errored=True, storage_filesystem=filesystem)
+        tuner.fit()
+    return spec

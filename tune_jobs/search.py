@@ -1,0 +1,71 @@
+"""Search algorithms and schedulers built from a job spec.
+
+``hyperopt`` is TPE (seeded, ``n_initial_points`` random proposals first), ``random`` and ``grid`` are Ray's
+seeded BasicVariantGenerator. ``asha`` stops trials at rungs counted in training tokens; ``fifo`` never stops
+them early.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlgorithm, Searcher
+from ray.tune.search.hyperopt import HyperOptSearch
+
+from tune_jobs.spec import JobSpec
+
+TIME_ATTR = "tokens"
+
+# What HyperOpt is told about a trial whose metric is not finite (a diverged or out-of-memory trial reports
+# val_bpc = inf): a loss far worse than any real one, so TPE learns the region is bad. TPE only ranks losses,
+# so the exact value does not matter; the reported metric and the status column stay unchanged.
+NON_FINITE_PENALTY = 1.0e6
+
+
+class FiniteHyperOptSearch(HyperOptSearch):
+    """HyperOptSearch that turns a non-finite metric into a large finite loss instead of feeding TPE inf/nan."""
+
+    def _to_hyperopt_result(self, result: dict[str, Any]) -> dict[str, Any]:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            result = {**result, self.metric: NON_FINITE_PENALTY * self.metric_op}
+        return super()._to_hyperopt_result(result)
+
+
+def build_search_alg(spec: JobSpec, points_to_evaluate: list[dict[str, Any]],
+                     max_concurrent: int) -> Searcher | SearchAlgorithm:
+    """The spec's search algorithm, seeded and proposing for at most ``max_concurrent`` running trials.
+
+    HyperOpt learns only from finished trials, so it is limited to the slots that run at once: every further
+    pending proposal would be made without the results in flight.
+    """
+    if spec.search.algorithm == "hyperopt":
+        searcher = FiniteHyperOptSearch(
+            metric=spec.metric, mode=spec.mode, points_to_evaluate=points_to_evaluate or None,
+            n_initial_points=spec.search.n_initial_points, random_state_seed=spec.seed)
+        return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
+    return BasicVariantGenerator(points_to_evaluate=points_to_evaluate or None, max_concurrent=max_concurrent,
+                                 random_state=spec.seed)
+
+
+def build_scheduler(spec: JobSpec) -> TrialScheduler:
+    """ASHA on training tokens, or FIFO."""
+    if spec.scheduler.kind == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr=TIME_ATTR, metric=spec.metric, mode=spec.mode, max_t=spec.budget.max_tokens,
+                         grace_period=spec.grace_period_tokens, reduction_factor=spec.scheduler.reduction_factor)
+
+
+def rung_milestones(spec: JobSpec) -> list[float]:
+    """ASHA's rungs in training tokens, lowest first, as Ray's single bracket places them (empty for FIFO).
+
+    A trial that reaches a rung continues only if its metric is in the top 1/reduction_factor of the trials
+    recorded at that rung so far.
+    """
+    if spec.scheduler.kind == "fifo":
+        return []
+    grace, factor = spec.grace_period_tokens, spec.scheduler.reduction_factor
+    count = int(math.log(spec.budget.max_tokens / grace) / math.log(factor) + 1)
+    return [grace * factor**k for k in range(count)]
