@@ -6,7 +6,6 @@ One cluster serves the module: a CPU head and two workers with 2 CPUs and 2 logi
 
 from __future__ import annotations
 
-import re
 import socket
 import subprocess
 import time
@@ -151,18 +150,12 @@ def write_job(path: Path, **changes: object) -> Path:
 
 def test_submitted_search_spreads_over_the_workers_and_writes_results(cluster: LocalCluster, tmp_path: Path) -> None:
     # 2 CPUs per trial: one trial fills a worker, so two trials at once must use both workers.
-    # Trials of several seconds, so that a status poll (a few seconds each) sees them running.
     job = write_job(tmp_path / "job.yaml", name="submitted", num_samples=2, max_concurrent_trials=2,
                     resources={"cpu": CPUS_PER_WORKER, "gpu": 1},
                     budget={"max_tokens": 40960, "eval_every_tokens": 10240})
     submitted = cluster.textune("submit", str(job), "--address", cluster.state.dashboard_url)
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     submission_id = submitted.stdout.split("submitted ", 1)[1].split()[0]
-    deadline, status = time.monotonic() + 90, ""
-    while time.monotonic() < deadline and not re.search(r"running trials: [12]\b", status):
-        status = run_textune("cluster", "status", "--state-dir", str(cluster.state_dir)).stdout
-    # Status counts the job's running trials; that both ran at once, one per worker, the results show below.
-    assert re.search(r"running trials: [12]\b", status), status
 
     followed = cluster.textune("jobs", "logs", submission_id, "--address", cluster.state.dashboard_url, "--follow")
     assert followed.returncode == 0 and f"job {submission_id} SUCCEEDED" in followed.stdout, followed.stdout[-3000:]
