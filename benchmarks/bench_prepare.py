@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.machine import RESULTS, load_note, machine_description
 from data_pipeline.config import DataConfig, SyntheticConfig, TokenizerConfig
 from data_pipeline.manifest import Manifest
 from data_pipeline.prepare import prepare_dataset
 from data_pipeline.synthetic import MarkovSource
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TOKENIZERS = [TokenizerConfig(kind="byte"), TokenizerConfig(kind="char"), TokenizerConfig(kind="bpe", vocab_size=4096)]
 
 
@@ -60,15 +58,6 @@ def main() -> None:
               f"{result['vs_byte'][kind]:.2f}x byte) | "
               f"byte tokenizer {throughput['byte']:.1f} MB/s | `.venv/bin/python -m benchmarks.bench_prepare` | "
               f"{result['machine']} |")
-
-
-def machine_description() -> str:
-    return f"{os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}"
-
-
-def load_note() -> str:
-    """The 1-minute load average now: other work on a shared machine stretches wall times."""
-    return f"load average {os.getloadavg()[0]:.1f} at start"
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from benchmarks.bench_prepare import machine_description
+from benchmarks.machine import machine_description
 from benchmarks.bench_trainer import default_trial_config, write_result
 from models.config import parse_trial_config
 from models.trial import run_trial

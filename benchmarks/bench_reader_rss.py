@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.bench_prepare import RESULTS, load_note, machine_description
+from benchmarks.machine import RESULTS, load_note, machine_description
 from data_pipeline.config import DataConfig, SyntheticConfig
 from data_pipeline.prepare import prepare_dataset
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.bench_prepare import machine_description
+from benchmarks.machine import machine_description
 from data_pipeline.config import DataConfig
 from data_pipeline.prepare import prepare_dataset
 from data_pipeline.reader import TokenDataset
