@@ -14,7 +14,7 @@ LOOPBACK_ONLY := $(UNSHARE) sh -c 'ip link set lo up && exec "$$0" "$$@"'
 TEST_ENV := RAY_USAGE_STATS_ENABLED=0 PYTHONDONTWRITEBYTECODE=1
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install install-browser demo test bench clean
 
 install: $(STAMP)
 
@@ -27,11 +27,19 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/textune run tune_jobs/configs/quickstart.yaml --resume
 
-test: $(STAMP)
+# The report test opens a page in Debian's headless Chromium; as root on a machine without it, install it.
+install-browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver with apt-get (for the report's browser test)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else echo "chromium and chromium-driver are missing: install them (apt-get install chromium chromium-driver) for the report test"; fi
+
+test: $(STAMP) install-browser
 	$(TEST_ENV) $(LOOPBACK_ONLY) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Every benchmark in turn (long: about an hour on 2 cores); `make bench BENCHMARKS=bench_trainer` runs one.
-BENCHMARKS ?= bench_prepare bench_reader_rss bench_trainer bench_quality bench_slots bench_search bench_cluster_fill
+BENCHMARKS ?= bench_prepare bench_reader_rss bench_trainer bench_quality bench_slots bench_search bench_cluster_fill bench_importance bench_faults bench_report
 bench: $(STAMP)
 	set -e; for name in $(BENCHMARKS); do $(TEST_ENV) $(LOOPBACK_ONLY) $(BIN)/python -m benchmarks.$$name; done
 

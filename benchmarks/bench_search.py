@@ -4,8 +4,10 @@ Four strategies, each run with the same seeds (the seed fixes the searcher's pro
 training, so seed k of one strategy is paired with seed k of the others), the same trial count, the same
 per-trial budget and the same space:
 
-- ``hyperopt+asha`` (textune's default), ``random+asha``, ``random+fifo``: lr, head_dim, batch_size sampled;
-- ``grid+fifo``: 2 x 2 x 2 grid points over the same ranges.
+- ``hyperopt+asha`` (textune's default, with the spec's default ``n_initial_points``), ``random+asha``,
+  ``random+fifo``: lr, head_dim, batch_size sampled;
+- ``grid+fifo``: (trials / 4) learning rates x 2 head_dims x 2 batch sizes over the same ranges, so the grid
+  has as many trials as the others.
 
 For every search the evaluations are put in the order they happened and the training tokens summed, giving
 the best val_bpc seen after N tokens. Reported per strategy, averaged over seeds: the final best val_bpc,
@@ -13,7 +15,10 @@ the total tokens spent, and the tokens needed to get within 2% of the best value
 that seed. One plot (best val_bpc vs tokens, one line per strategy and seed) goes to
 docs/search-efficiency.png.
 
-    .venv/bin/python -m benchmarks.bench_search [--seeds 0 1 2 --trials 8 --max-tokens 200000]
+    .venv/bin/python -m benchmarks.bench_search [--seeds 0 1 2 3 4 --trials 16 --max-tokens 100000]
+
+Each finished search keeps its evaluations in ``benchmarks/results/search-runs/`` and is not run again: an
+interrupted benchmark continues where it stopped (delete that folder to measure everything anew).
 
 Run it in a loopback-only network namespace (as ``make bench`` does).
 """
@@ -24,27 +29,38 @@ import argparse
 import json
 import math
 import os
-import platform
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+from benchmarks.machine import RESULTS, load_note, machine_description
+
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "search-efficiency.png"
+RUNS = RESULTS / "search-runs"
 WITHIN = 0.02
 DATA = {"source": "synthetic", "synthetic": {"characters": 300_000, "words": 30, "branching": 4}}
 MODEL = {"n_layers": 2, "n_heads": 2, "block_size": 64, "eval_max_blocks": 8, "sample_tokens": 0,
          "warmup_tokens": 2048}
-SAMPLED = {"lr": {"loguniform": [2e-3, 3e-2]}, "head_dim": {"choice": [8, 32]}, "batch_size": {"choice": [8, 16]}}
-GRID = {"lr": {"grid": [4e-3, 1.5e-2]}, "head_dim": {"grid": [8, 32]}, "batch_size": {"grid": [8, 16]}}
+LR_RANGE = (2e-3, 3e-2)
+SAMPLED = {"lr": {"loguniform": list(LR_RANGE)}, "head_dim": {"choice": [8, 32]}, "batch_size": {"choice": [8, 16]}}
 STRATEGIES = {
-    "hyperopt+asha": ("hyperopt", "asha", SAMPLED),
-    "random+asha": ("random", "asha", SAMPLED),
-    "random+fifo": ("random", "fifo", SAMPLED),
-    "grid+fifo": ("grid", "fifo", GRID),
+    "hyperopt+asha": ("hyperopt", "asha"),
+    "random+asha": ("random", "asha"),
+    "random+fifo": ("random", "fifo"),
+    "grid+fifo": ("grid", "fifo"),
 }
+
+
+def grid_space(trials: int) -> dict[str, Any]:
+    """A grid of ``trials`` points: learning rates at the centres of equal log-width bins of LR_RANGE."""
+    count = max(1, trials // 4)
+    low, high = np.log(LR_RANGE)
+    lrs = np.exp(low + (np.arange(count) + 0.5) / count * (high - low))
+    return {"lr": {"grid": [float(f"{lr:.3g}") for lr in lrs]}, "head_dim": {"grid": [8, 32]},
+            "batch_size": {"grid": [8, 16]}}
 
 
 def best_curve(evaluations: pd.DataFrame, metric: str = "val_bpc") -> pd.DataFrame:
@@ -59,17 +75,32 @@ def tokens_to_reach(curve: pd.DataFrame, target: float) -> float:
     return float(reached["tokens"].iloc[0]) if not reached.empty else math.inf
 
 
-def run_search(strategy: str, seed: int, trials: int, max_tokens: int, storage: str) -> pd.DataFrame:
+def search_evaluations(strategy: str, seed: int, trials: int, max_tokens: int) -> pd.DataFrame:
+    """The evaluations of one search: kept from an earlier run of this benchmark, else run now and kept."""
+    storage = RUNS / f"{trials}-trials-{max_tokens}-tokens"
+    name = f"{strategy.replace('+', '-')}-seed{seed}"
+    kept = storage / f"{name}.evaluations.parquet"
+    if kept.is_file():
+        return pd.read_parquet(kept)
+    shutil.rmtree(storage / name, ignore_errors=True)  # a search interrupted before it finished starts over
+    evaluations = run_search(strategy, seed, trials, max_tokens, name, str(storage))
+    evaluations.to_parquet(kept)
+    shutil.rmtree(storage / name)  # its checkpoints are not needed once the evaluations are kept
+    return evaluations
+
+
+def run_search(strategy: str, seed: int, trials: int, max_tokens: int, name: str, storage: str) -> pd.DataFrame:
     from tune_jobs.results import collect
     from tune_jobs.runner import run_job
     from tune_jobs.spec import JobSpec
 
-    algorithm, scheduler, space = STRATEGIES[strategy]
+    algorithm, scheduler = STRATEGIES[strategy]
+    space = grid_space(trials) if algorithm == "grid" else SAMPLED
     eval_every = max_tokens // 5
     spec = JobSpec.model_validate({
-        "name": f"{strategy.replace('+', '-')}-seed{seed}", "data": DATA, "model": MODEL, "space": space,
+        "name": name, "data": DATA, "model": MODEL, "space": space,
         "budget": {"max_tokens": max_tokens, "eval_every_tokens": eval_every},
-        "search": {"algorithm": algorithm, "n_initial_points": max(2, trials // 3)},
+        "search": {"algorithm": algorithm},
         "scheduler": {"kind": scheduler, "grace_period_tokens": eval_every, "reduction_factor": 3},
         "num_samples": 1 if algorithm == "grid" else trials, "max_concurrent_trials": 2, "seed": seed,
         "storage": storage, "keep_checkpoints": 1})
@@ -80,7 +111,7 @@ def _millions(tokens: float) -> str:
     return f"{tokens / 1e6:.2f}M" if math.isfinite(tokens) else "never"
 
 
-def plot(curves: dict[tuple[str, int], pd.DataFrame]) -> None:
+def plot(curves: dict[tuple[str, int], pd.DataFrame], floor_bpc: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,8 +122,10 @@ def plot(curves: dict[tuple[str, int], pd.DataFrame]) -> None:
     for (strategy, seed), curve in curves.items():
         axes.step(curve["tokens"] / 1e6, curve["best"], where="post", color=colors[strategy], alpha=0.8,
                   label=strategy if seed == min(s for _, s in curves) else None)
+    axes.axhline(floor_bpc, color="black", linestyle="--", linewidth=1, label="entropy floor")
+    axes.set_yscale("log")  # the differences that matter are near the floor, far below the first evaluations
     axes.set_xlabel("total training tokens (millions)")
-    axes.set_ylabel("best val_bpc so far")
+    axes.set_ylabel("best val_bpc so far (log scale)")
     axes.set_title("Search efficiency on the synthetic corpus (one line per seed)")
     axes.legend()
     axes.grid(alpha=0.3)
@@ -102,25 +135,27 @@ def plot(curves: dict[tuple[str, int], pd.DataFrame]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    # 8 trials: the grid has 2 x 2 x 2 points, so every strategy gets the same number of trials.
-    parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--max-tokens", type=int, default=200_000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    # A multiple of 4, so the grid (trials / 4 learning rates x 2 x 2) has as many trials as the others.
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=100_000)
     args = parser.parse_args()
 
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    curves: dict[tuple[str, int], pd.DataFrame] = {}
+    machine = f"{machine_description()}, {load_note()}"
+    # "local": a Ray of its own, never another one running on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    evaluations: dict[tuple[str, int], pd.DataFrame] = {}
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-search-") as storage:
-            for seed in args.seeds:
-                for strategy in STRATEGIES:
-                    evaluations = run_search(strategy, seed, args.trials, args.max_tokens, storage)
-                    curves[strategy, seed] = best_curve(evaluations)
+        for seed in args.seeds:
+            for strategy in STRATEGIES:
+                evaluations[strategy, seed] = search_evaluations(strategy, seed, args.trials, args.max_tokens)
     finally:
         ray.shutdown()
+    curves = {key: best_curve(table) for key, table in evaluations.items()}
+    floor_bpc = float(next(iter(evaluations.values()))["floor_bpc"].iloc[0])
     summary: dict[str, Any] = {}
     for strategy in STRATEGIES:
         rows = []
@@ -134,17 +169,18 @@ def main() -> None:
                              "mean_tokens": frame["tokens"].mean(),
                              "seeds_within_2pct": int(frame["tokens_to_within_2pct"].map(math.isfinite).sum()),
                              "median_tokens_to_within_2pct": frame["tokens_to_within_2pct"].median()}
-    plot(curves)
-    result = {"seeds": args.seeds, "trials": args.trials, "max_tokens": args.max_tokens, "strategies": summary,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "ray": ray.__version__}
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "bench_search.json").write_text(json.dumps(result, indent=2))
+    plot(curves, floor_bpc)
+    result = {"seeds": args.seeds, "trials": args.trials, "max_tokens": args.max_tokens, "floor_bpc": floor_bpc,
+              "strategies": summary, "machine": machine, "ray": ray.__version__}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_search.json").write_text(json.dumps(result, indent=2))
     baseline = summary["random+fifo"]["mean_tokens"]
     for strategy, figures in summary.items():
         print(f"| search efficiency, {strategy} ({len(args.seeds)} seeds x {args.trials} trials x "
               f"{args.max_tokens // 1000}k tokens) | best val_bpc {figures['mean_best_val_bpc']:.3f}, "
               f"{figures['mean_tokens'] / 1e6:.2f}M tokens, within 2% of the best on {figures['seeds_within_2pct']}"
-              f"/{len(args.seeds)} seeds (median {_millions(figures['median_tokens_to_within_2pct'])} tokens) | "
+              f"/{len(args.seeds)} seeds (median tokens to get there: "
+              f"{_millions(figures['median_tokens_to_within_2pct'])}) | "
               f"random+fifo: {baseline / 1e6:.2f}M tokens (x{figures['mean_tokens'] / baseline:.2f}) | "
               f"`.venv/bin/python -m benchmarks.bench_search` | {result['machine']} |")
 

@@ -9,8 +9,14 @@ torch thread per trial), measured twice in the same run:
   ``reuse_actors=False`` (a fresh worker process, and a fresh torch import, per trial).
 
 Utilization = sum over trials of the seconds spent in optimiser steps (tokens / tokens_per_s of every
-evaluation interval, as the trainer reports them) / (2 slots x wall seconds of the search). Evaluation,
-checkpointing, process start and Ray's bookkeeping count as overhead.
+evaluation interval, as the trainer reports them) / (2 slots x wall seconds of the search, from the call that
+starts it until it returns). Everything else counts as overhead, split in two:
+
+- inside trials: the seconds Ray Tune's ``time_total_s`` counts in the trainable that are not optimiser steps:
+  evaluation, checkpoint writing and reporting, building the model, and in a slot's first trial the import of
+  torch (with ``torch._dynamo``, which torch's optimisers import on first use);
+- outside trials: the rest of the slot time: worker process start and the import of Ray Tune in it, the
+  driver's set-up (dataset check, Tuner), and Ray Tune's scheduling between trials.
 
     .venv/bin/python -m benchmarks.bench_slots [--trials 24 --trial-seconds 10]
 
@@ -22,15 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+from benchmarks.machine import RESULTS, load_note, machine_description
+
 SLOTS = 2
 MODEL = {"n_layers": 2, "n_heads": 2, "head_dim": 16, "block_size": 64, "batch_size": 16, "eval_max_blocks": 8,
          "sample_tokens": 0}
@@ -81,7 +86,17 @@ def training_seconds(evaluations: pd.DataFrame) -> float:
     return total
 
 
-def run_textune(dataset: dict[str, Any], max_tokens: int, trials: int, storage: str) -> tuple[float, float]:
+def slot_time_split(evaluations: pd.DataFrame, wall_s: float) -> dict[str, float]:
+    """Shares of the slots' time: training, other time inside trials, time outside any trial."""
+    training = training_seconds(evaluations)
+    in_trials = float(evaluations.groupby("trial_id")["time_total_s"].max().sum())
+    slot_time = SLOTS * wall_s
+    return {"utilization": training / slot_time, "inside_trials_overhead": (in_trials - training) / slot_time,
+            "outside_trials_overhead": (slot_time - in_trials) / slot_time, "training_s": training,
+            "wall_s": wall_s}
+
+
+def run_textune(dataset: dict[str, Any], max_tokens: int, trials: int, storage: str) -> dict[str, float]:
     from tune_jobs.results import collect
     from tune_jobs.runner import run_job
     from tune_jobs.spec import JobSpec
@@ -94,10 +109,10 @@ def run_textune(dataset: dict[str, Any], max_tokens: int, trials: int, storage: 
     started = time.perf_counter()
     experiment = run_job(spec)
     wall = time.perf_counter() - started
-    return training_seconds(collect(experiment, spec).evaluations), wall
+    return slot_time_split(collect(experiment, spec).evaluations, wall)
 
 
-def run_plain(dataset_dir: str, max_tokens: int, trials: int, storage: str) -> tuple[float, float]:
+def run_plain(dataset_dir: str, max_tokens: int, trials: int, storage: str) -> dict[str, float]:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -115,7 +130,7 @@ def run_plain(dataset_dir: str, max_tokens: int, trials: int, storage: str) -> t
     grid = tuner.fit()
     wall = time.perf_counter() - started
     evaluations = pd.concat([r.metrics_dataframe.assign(trial_id=str(i)) for i, r in enumerate(grid)])
-    return training_seconds(evaluations), wall
+    return slot_time_split(evaluations, wall)
 
 
 def main() -> None:
@@ -130,33 +145,37 @@ def main() -> None:
     from data_pipeline.prepare import prepare_dataset
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    machine = f"{machine_description()}, Ray {ray.__version__}, {load_note()}"
     dataset = {"source": "synthetic", "synthetic": {"characters": 200_000}}
     dataset_dir = str(prepare_dataset(DataConfig.model_validate(dataset)))
     max_tokens = calibrate_tokens(dataset_dir, args.trial_seconds)
-    ray.init(num_cpus=SLOTS, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    # "local": a Ray of its own, never another one running on this machine.
+    ray.init(address="local", num_cpus=SLOTS, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-slots-") as storage:
-            textune_train, textune_wall = run_textune(dataset, max_tokens, args.trials, storage)
-            plain_train, plain_wall = run_plain(dataset_dir, max_tokens, args.trials, storage)
+            textune = run_textune(dataset, max_tokens, args.trials, storage)
+            plain = run_plain(dataset_dir, max_tokens, args.trials, storage)
     finally:
         ray.shutdown()
-    textune_util = textune_train / (SLOTS * textune_wall)
-    plain_util = plain_train / (SLOTS * plain_wall)
     result = {
         "trials": args.trials, "slots": SLOTS, "trial_seconds_target": args.trial_seconds, "max_tokens": max_tokens,
-        "mean_training_s_per_trial": textune_train / args.trials,
-        "textune": {"utilization": textune_util, "wall_s": textune_wall, "training_s": textune_train},
-        "plain_no_reuse": {"utilization": plain_util, "wall_s": plain_wall, "training_s": plain_train},
-        "ratio": textune_util / plain_util, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "ray": ray.__version__,
+        "mean_training_s_per_trial": textune["training_s"] / args.trials,
+        "textune": textune, "plain_no_reuse": plain, "ratio": textune["utilization"] / plain["utilization"],
+        "machine": machine,
     }
-    RESULTS_DIR.mkdir(exist_ok=True)
-    out = RESULTS_DIR / f"bench_slots_{args.trial_seconds:g}s.json"
-    out.write_text(json.dumps(result, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"bench_slots_{args.trial_seconds:g}s.json").write_text(json.dumps(result, indent=2))
+
+    def shares(figures: dict[str, float]) -> str:
+        return (f"{100 * figures['utilization']:.1f}% ({figures['wall_s']:.0f} s; overhead inside trials "
+                f"{100 * figures['inside_trials_overhead']:.1f}%, "
+                f"outside {100 * figures['outside_trials_overhead']:.1f}%)")
+
     print(f"| slot utilization, {args.trials} trials of ~{result['mean_training_s_per_trial']:.1f} s training on "
-          f"{SLOTS} slots | textune {100 * textune_util:.1f}% | plain Ray Tune, no actor reuse "
-          f"{100 * plain_util:.1f}% (x{result['ratio']:.2f}) | `.venv/bin/python -m benchmarks.bench_slots "
-          f"--trial-seconds {args.trial_seconds:g}` | {result['machine']} |")
+          f"{SLOTS} slots | textune {shares(textune)} | plain Ray Tune, no actor reuse {shares(plain)}; "
+          f"textune x{result['ratio']:.2f} | `.venv/bin/python -m benchmarks.bench_slots --trial-seconds "
+          f"{args.trial_seconds:g}` | {machine} |")
 
 
 if __name__ == "__main__":

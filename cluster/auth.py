@@ -56,13 +56,18 @@ def refresh_ray_auth_config() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
+def new_token() -> str:
+    """A fresh 256-bit token, as hex."""
+    return secrets.token_hex(32)
+
+
 def write_token_file(path: Path) -> Path:
     """Generate a 256-bit token into a new file only its owner can read; never overwrites an existing file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # O_EXCL: a token file that already exists belongs to a running cluster; keep it.
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
-        handle.write(secrets.token_hex(32))
+        handle.write(new_token())
     return path
 
 

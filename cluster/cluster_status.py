@@ -26,7 +26,8 @@ class ClusterSummary:
     nodes: list[NodeSummary]
     total: dict[str, float]
     available: dict[str, float]
-    running_trials: int | None  # None when the cluster has no dashboard to ask (Ray's state API needs it)
+    running_trials: int | None  # None when Ray's state API (served by the dashboard) did not answer
+    running_trials_unknown_because: str = ""
 
 
 def summarize_cluster() -> ClusterSummary:
@@ -46,7 +47,10 @@ def summarize_cluster() -> ClusterSummary:
         actors = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")],
                              limit=10_000, raise_on_missing_output=False)
     except Exception as exc:  # noqa: BLE001 - the state API is optional; the rest of the summary stands
+        # No dashboard, or one too busy to answer within the timeout: say which, not just "unknown".
         log.debug("no actor list: %s", exc)
+        first_line = (str(exc).splitlines() or [""])[0][:200]
+        summary.running_trials_unknown_because = f"{type(exc).__name__} {first_line}".strip()
         return summary
     trials = [actor for actor in actors if _is_trial(actor.class_name)]
     summary.running_trials = len(trials)
@@ -65,7 +69,8 @@ def format_summary(summary: ClusterSummary) -> str:
     lines = [f"{len(summary.nodes)} node(s); free / total: " + ", ".join(
         f"{name} {_amount(name, summary.available.get(name, 0))}/{_amount(name, summary.total.get(name, 0))}"
         for name in SHOWN_RESOURCES)]
-    running = "unknown (no dashboard)" if summary.running_trials is None else summary.running_trials
+    running = (f"unknown (Ray's state API did not answer: {summary.running_trials_unknown_because})"
+               if summary.running_trials is None else summary.running_trials)
     lines.append(f"running trials: {running}")
     lines.append("node                 role    CPU   GPU   trials")
     for node in sorted(summary.nodes, key=lambda n: (not n.is_head, n.address)):

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 3.0
 RAY_CLIENT_PREFIX = "ray://"
+LOOPBACK = "127.0.0.1"
+# Ray's switch for single-machine Ray (its default on macOS and Windows): with it off, Ray takes the loopback
+# address as the node's address instead of swapping 127.0.0.1 for the machine's network address.
+MULTI_NODE_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,57 @@ def check_connectable(address: ClusterAddress) -> None:
 
 
 @contextlib.contextmanager
+def _loopback_only_node() -> Iterator[None]:
+    """While an embedded Ray starts: make every process of it listen on 127.0.0.1 only.
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` alone is not enough: Ray replaces a loopback node address with
+    the machine's network address, and its gRPC servers (GCS, raylet, workers) and agents then listen on all
+    interfaces. Ray reads the switch at import, so the already-imported constant is set as well as the
+    variable the node's processes inherit.
+    """
+    from ray._private import ray_constants
+
+    saved_variable, saved_constant = os.environ.get(MULTI_NODE_VAR), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[MULTI_NODE_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_constant
+        if saved_variable is None:
+            os.environ.pop(MULTI_NODE_VAR, None)
+        else:
+            os.environ[MULTI_NODE_VAR] = saved_variable
+
+
+@contextlib.contextmanager
+def _private_token() -> Iterator[None]:
+    """While an embedded Ray runs: a token of its own, never written to disk.
+
+    Left to itself, Ray writes a token to ~/.ray/auth_token, readable by every user of the machine under the
+    usual umask, and leaves it there. This one lives in the environment of the driver and of the processes
+    Ray starts (which only this user can read), so a killed run leaves nothing behind either. A token or auth
+    mode the user set is used as it is.
+    """
+    variables = (auth.MODE_VAR, auth.TOKEN_VAR, auth.TOKEN_PATH_VAR)
+    if any(os.environ.get(name) for name in variables):
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update({auth.MODE_VAR: "token", auth.TOKEN_VAR: auth.new_token()})
+    auth.refresh_ray_auth_config()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        auth.refresh_ray_auth_config()
+
+
+@contextlib.contextmanager
 def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
             dashboard: bool = False, **init_options: Any) -> Iterator[ClusterAddress]:
     """``ray.init`` for ``address``; shuts Ray down on exit if this call started the connection.
@@ -180,18 +235,23 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
         yield resolved
         return
     check_connectable(resolved)
-    if resolved.gcs_address is None:
-        init_options.update(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
-                            dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1")
-        log.info("starting an embedded local Ray (127.0.0.1)")
-    else:
-        log.info("connecting to the Ray cluster at %s", resolved.init_address)
-    try:
-        ray.init(address=resolved.init_address, **init_options)
-    except ConnectionError as exc:
-        raise TextuneError(f"could not connect to the Ray cluster at {resolved.init_address}: {exc}.",
-                           "Check the address and that the cluster runs the same Ray version.") from exc
-    try:
-        yield resolved
-    finally:
-        ray.shutdown()
+    with contextlib.ExitStack() as session:
+        starting: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if resolved.gcs_address is None:
+            init_options.update(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
+                                dashboard_host=LOOPBACK, _node_ip_address=LOOPBACK)
+            session.enter_context(_private_token())  # for the whole session: Ray's processes start with it
+            starting = _loopback_only_node()
+            log.info("starting an embedded local Ray (%s)", LOOPBACK)
+        else:
+            log.info("connecting to the Ray cluster at %s", resolved.init_address)
+        try:
+            with starting:
+                ray.init(address=resolved.init_address, **init_options)
+        except ConnectionError as exc:
+            raise TextuneError(f"could not connect to the Ray cluster at {resolved.init_address}: {exc}.",
+                               "Check the address and that the cluster runs the same Ray version.") from exc
+        try:
+            yield resolved
+        finally:
+            ray.shutdown()

@@ -148,6 +148,7 @@ def _wait_for_nodes(state: LocalClusterState, timeout_s: float) -> None:
     """Wait until the head's GCS lists every started node as alive (this process takes the cluster's token)."""
     from ray._raylet import GcsClient
     from ray.core.generated.gcs_pb2 import GcsNodeInfo
+    from ray.exceptions import RpcError
 
     auth.use_token_file(state.token_path)
     gcs = GcsClient(address=state.gcs_address)
@@ -155,7 +156,10 @@ def _wait_for_nodes(state: LocalClusterState, timeout_s: float) -> None:
     alive = 0
     while time.monotonic() < deadline:
         _check_nodes_alive(state)
-        alive = len(gcs.get_all_node_info(timeout=5, state_filter=GcsNodeInfo.GcsNodeState.ALIVE))
+        try:
+            alive = len(gcs.get_all_node_info(timeout=5, state_filter=GcsNodeInfo.GcsNodeState.ALIVE))
+        except RpcError:  # a GCS busy starting nodes on a loaded machine can miss one 5 s call: ask again
+            continue
         if alive >= len(state.nodes):
             return
         time.sleep(0.5)

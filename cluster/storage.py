@@ -124,8 +124,9 @@ def check_storage(filesystem: pafs.FileSystem, path: str, uri: str, options: Sto
             stream.write(b"textune storage probe\n")
         filesystem.delete_file(probe)
     except (OSError, PermissionError) as exc:
-        raise TextuneError(f'storage "{uri}" is not writable: {exc}.',
-                           "Check the path's permissions or the credentials' write access to the bucket.") from exc
+        fix = ("Choose a directory this user can write (on a shared disk when several nodes run trials)." if local
+               else "Check the credentials' write access to the bucket.")
+        raise TextuneError(f'storage "{uri}" is not writable: {exc}.', fix) from exc
     if local:
         free_gb = shutil.disk_usage(path).free / 1e9
         if free_gb < options.min_free_gb:

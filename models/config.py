@@ -18,7 +18,7 @@ from textune.config import StrictModel, validate
 # Keys that may change when a run is resumed: they steer the run, not the shape of its state.
 RESUMABLE_CHANGES = frozenset({
     "max_tokens", "eval_every_tokens", "eval_max_blocks", "device", "compile", "num_threads", "tensorboard_dir",
-    "sample_tokens", "fault_at_tokens", "dataset_dir",
+    "sample_tokens", "fault_at_tokens", "fault_every_attempt", "dataset_dir",
 })
 
 
@@ -27,6 +27,9 @@ class TrialConfig(StrictModel):
 
     # data
     dataset_dir: str = pydantic.Field(min_length=1)
+    # cross-validation: validate on chunk `fold` of `num_folds` of the train+val text (data_pipeline.folds)
+    num_folds: int | None = pydantic.Field(None, ge=2)
+    fold: int | None = pydantic.Field(None, ge=0)
     # model
     family: Literal["transformer", "lstm"] = "transformer"
     n_layers: int = pydantic.Field(4, ge=1)
@@ -61,6 +64,7 @@ class TrialConfig(StrictModel):
     num_threads: int | None = pydantic.Field(None, ge=1)
     tensorboard_dir: str | None = None
     fault_at_tokens: int | None = pydantic.Field(None, ge=1)
+    fault_every_attempt: bool = False
 
     @pydantic.field_validator("*", mode="before")
     @classmethod
@@ -81,6 +85,14 @@ class TrialConfig(StrictModel):
             raise ValueError(f"head_dim must be even with rotary positions, got {self.head_dim}")
         return self
 
+    @pydantic.model_validator(mode="after")
+    def _fold_within_num_folds(self) -> "TrialConfig":
+        if (self.fold is None) != (self.num_folds is None):
+            raise ValueError("fold and num_folds go together: set both (fold 0 .. num_folds - 1) or neither")
+        if self.fold is not None and self.num_folds is not None and self.fold >= self.num_folds:
+            raise ValueError(f"fold must be below num_folds ({self.num_folds}), got {self.fold}")
+        return self
+
     @property
     def d_model(self) -> int:
         """Width of the Transformer: a product of two sampled knobs, so no sampled config is invalid."""
@@ -94,7 +106,7 @@ class TrialConfig(StrictModel):
     def hyperparameters(self) -> dict[str, Any]:
         """The keys that define the model and its training (for TensorBoard's HParams), without plumbing."""
         plumbing = {"dataset_dir", "device", "compile", "num_threads", "tensorboard_dir", "fault_at_tokens",
-                    "sample_tokens", "eval_max_blocks"}
+                    "fault_every_attempt", "sample_tokens", "eval_max_blocks"}
         return {k: v for k, v in self.model_dump().items() if k not in plumbing and v is not None}
 
 

@@ -46,7 +46,9 @@ class TrialResult:
 
 
 def open_dataset(config: TrialConfig) -> Any:
-    """The prepared dataset of ``config``, after checking that a block of ``block_size`` fits in train and val."""
+    """The prepared dataset of ``config`` (its validation fold, if it has one), after checking that a block of
+    ``block_size`` fits in train and val."""
+    from data_pipeline.folds import Fold
     from data_pipeline.reader import TokenDataset
 
     path = Path(config.dataset_dir)
@@ -54,7 +56,8 @@ def open_dataset(config: TrialConfig) -> Any:
         raise TextuneError(f'trial config: "dataset_dir" = {str(path)!r} is not a directory.',
                            "Prepare the dataset first (textune data prepare), or give textune train a data: "
                            "section instead of dataset_dir.")
-    dataset = TokenDataset.open(path)
+    fold = Fold(config.fold, config.num_folds) if config.fold is not None and config.num_folds else None
+    dataset = TokenDataset.open(path, fold)
     dataset.check_block_size(config.block_size)
     return dataset
 
@@ -90,8 +93,9 @@ class _TrialLoop:
 
     def __init__(self, cfg: TrialConfig, dataset: Any, trainer: Trainer, reporter: Reporter, resumed: bool) -> None:
         self.cfg, self.dataset, self.trainer, self.reporter = cfg, dataset, trainer, reporter
-        # The injected fault fires in fresh runs only, so a retry from a checkpoint gets through.
-        self.fault_at = cfg.fault_at_tokens if not resumed else None
+        # The injected fault fires in fresh runs only, so a retry from a checkpoint gets through, unless it is
+        # asked to fire in every attempt (a trial that can never finish).
+        self.fault_at = cfg.fault_at_tokens if cfg.fault_every_attempt or not resumed else None
         self.flops_per_token = flops_per_token(cfg, trainer.model)
         self.num_params = sum(p.numel() for p in trainer.model.parameters())
         self.last_metrics: dict[str, Any] = {}

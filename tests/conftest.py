@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -31,6 +33,22 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     return cache
 
 
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One dataset cache for a whole test module, so its Ray driver prepares the corpus once."""
+    cache = tmp_path_factory.mktemp("module-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TEXTUNE_CACHE_DIR", str(cache))
+        patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        yield cache
+
+
+@pytest.fixture
+def shared_module_cache(module_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overrides the per-test cache (``pytest.mark.usefixtures``): the test reads the module's prepared corpus."""
+    monkeypatch.setenv("TEXTUNE_CACHE_DIR", str(module_cache))
+
+
 def run_textune(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
                 timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the real ``textune`` CLI in a subprocess, as a user would."""
@@ -38,6 +56,45 @@ def run_textune(*args: str, env: dict[str, str] | None = None, cwd: Path | None 
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "tune_jobs.cli.main", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO_ROOT, timeout=timeout)
+
+
+# A real ASHA + HyperOpt search on the synthetic corpus, small enough that Ray's start-up dominates (about a
+# minute on a busy 2-core machine): the quickstart spec with a tiny model and corpus, rungs at 1024, 2048,
+# 4096 and 8192 tokens.
+FINISHED_EXPERIMENT_SETTINGS = (
+    "num_samples=8", "max_concurrent_trials=2", "data.synthetic.characters=60000",
+    "model.n_layers=1", "model.block_size=32", "model.eval_max_blocks=4", "model.warmup_tokens=512",
+    "budget.max_tokens=8192", "budget.eval_every_tokens=1024", "budget.time_budget_s=120",
+    "scheduler.grace_period_tokens=1024", "scheduler.reduction_factor=2", "search.n_initial_points=4",
+    # A control knob (docs/analysis.md): sampled and recorded like the others, never passed to the trainer.
+    "space.ignored_knob={uniform: [0.0, 1.0]}",
+)
+
+
+@pytest.fixture(scope="session")
+def finished_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished search run once per session through the real CLI; read it, never write into it.
+
+    Tests that write (analysis/, report/) take ``experiment_copy`` instead.
+    """
+    storage = tmp_path_factory.mktemp("finished-storage")
+    cache = tmp_path_factory.mktemp("finished-cache")
+    overrides = [f"--set={setting}" for setting in (*FINISHED_EXPERIMENT_SETTINGS, f"storage={storage}")]
+    result = run_textune("run", str(REPO_ROOT / "tune_jobs" / "configs" / "quickstart.yaml"), "--name", "finished",
+                         *overrides, env={"TEXTUNE_CACHE_DIR": str(cache), "RAY_USAGE_STATS_ENABLED": "0"},
+                         timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    experiment = storage / "finished"
+    assert (experiment / "results.parquet").is_file() and (experiment / "best").is_dir()
+    return experiment
+
+
+@pytest.fixture()
+def experiment_copy(finished_experiment: Path, tmp_path: Path) -> Path:
+    """A private copy of ``finished_experiment`` that a test may write into."""
+    copy = tmp_path / finished_experiment.name
+    shutil.copytree(finished_experiment, copy, symlinks=True)
+    return copy
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:

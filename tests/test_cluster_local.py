@@ -6,8 +6,11 @@ One cluster serves the module: a CPU head and two workers with 2 CPUs and 2 logi
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -16,7 +19,7 @@ import pytest
 import yaml
 
 from cluster.local_state import read_state
-from conftest import assert_user_error, run_textune
+from conftest import REPO_ROOT, assert_user_error, run_textune
 from test_cluster_storage import BUCKET, s3_endpoint  # noqa: F401 - the module-scoped S3 server fixture
 from test_tune_spec import tiny_job
 
@@ -235,6 +238,36 @@ def test_multi_node_search_with_s3_storage_runs_and_resumes(cluster: LocalCluste
     resumed = cluster.textune("resume", experiment, "--address", cluster.state.gcs_address, env=env)
     assert resumed.returncode == 0, (resumed.stdout[-3000:], resumed.stderr[-3000:])
     assert "2 completed" in resumed.stdout
+
+
+@pytest.mark.timeout(300)
+def test_status_counts_the_trials_running_on_each_node(cluster: LocalCluster, tmp_path: Path) -> None:
+    # Trials that would train for hours hold their slots until the driver stops, so status is polled while
+    # they run with no race against their end (time_budget_s only guards against a driver the test lost).
+    job = write_job(tmp_path / "job.yaml", name="long", num_samples=2, max_concurrent_trials=2,
+                    resources={"cpu": CPUS_PER_WORKER, "gpu": 1},
+                    budget={"max_tokens": 10**8, "eval_every_tokens": 1024, "time_budget_s": 170})
+    driver_log = tmp_path / "driver.log"
+    with open(driver_log, "w") as output:
+        driver = subprocess.Popen([sys.executable, "-m", "tune_jobs.cli.main", "run", str(job), "--address",
+                                   cluster.state.gcs_address], cwd=REPO_ROOT, env={**os.environ, **cluster.env},
+                                  stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline, status = time.monotonic() + 150, ""
+        while "running trials: 2" not in status:
+            assert driver.poll() is None, driver_log.read_text()[-3000:]
+            assert time.monotonic() < deadline, status
+            status = run_textune("cluster", "status", "--state-dir", str(cluster.state_dir)).stdout
+    finally:
+        driver.send_signal(signal.SIGINT)  # Ctrl-C: the driver saves the experiment and its trials end
+        try:
+            driver.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            driver.kill()
+            driver.wait()
+    # 2 CPUs per trial fill a worker: one trial on each worker, none on the head.
+    nodes = [line.split() for line in status.splitlines() if line.split()[1:2] in (["head"], ["worker"])]
+    assert sorted((node[1], int(node[-1])) for node in nodes) == [("head", 0), ("worker", 1), ("worker", 1)], status
 
 
 def test_down_stops_exactly_the_cluster_processes(cluster: LocalCluster, tmp_path: Path) -> None:

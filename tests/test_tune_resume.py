@@ -1,8 +1,11 @@
-"""Ctrl-C on a real ``textune run``, then ``textune resume``: the rest runs, finished trials are not re-run."""
+"""Driver loss on a real ``textune run`` (Ctrl-C, or SIGKILL), then ``textune resume``: the rest runs, finished
+trials are not re-run, no trial runs twice and HyperOpt's history comes back."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,54 +19,88 @@ import yaml
 
 from conftest import REPO_ROOT, assert_user_error, run_textune
 from test_tune_spec import tiny_job
+from tune_jobs.search import build_search_alg
+from tune_jobs.spec import JobSpec
 
 pytestmark = pytest.mark.timeout(300)
 
-TRIALS = 6
+TRIALS = 4
 
 
-def completed_trials(experiment: Path) -> dict[str, int]:
-    """Trial directory -> evaluations recorded, for trials whose last report says completed."""
+def completed_trials(experiment: Path) -> dict[str, tuple[int, float]]:
+    """Trial directory -> (evaluations recorded, final val_bpc), for trials whose last report says completed."""
     done = {}
     for result_file in experiment.glob("trial_*/result.json"):
         lines = result_file.read_text().splitlines()
         if lines and json.loads(lines[-1]).get("status") == "completed":
-            done[result_file.parent.name] = len(lines)
+            done[result_file.parent.name] = (len(lines), json.loads(lines[-1])["val_bpc"])
     return done
 
 
-def test_interrupt_then_resume_finishes_the_rest(tmp_path: Path) -> None:
+def searcher_losses(spec: JobSpec, experiment: Path) -> list[float]:
+    """The results HyperOpt knows, read back from the searcher state saved in the experiment."""
+    search_alg = build_search_alg(spec, [], max_concurrent=1)
+    search_alg.restore_from_dir(str(experiment))
+    history = search_alg.searcher.get_state()["hyperopt_trials"]
+    return [trial["result"]["loss"] for trial in history.trials if trial["result"].get("status") == "ok"]
+
+
+# Each way to lose the driver is continued with one of the two ways to resume.
+@pytest.mark.parametrize("stop_signal, resume_command", [
+    (signal.SIGINT, ["resume", "{experiment}"]),
+    (signal.SIGKILL, ["run", "{job}", "--resume"]),
+], ids=["sigint", "sigkill"])
+def test_driver_loss_then_resume_finishes_the_rest(tmp_path: Path, stop_signal: signal.Signals,
+                                                   resume_command: list[str]) -> None:
     job = tiny_job(tmp_path, name="interrupted", num_samples=TRIALS, max_concurrent_trials=1,
+                   search={"algorithm": "hyperopt", "n_initial_points": 2},
                    budget={"max_tokens": 4096, "eval_every_tokens": 1024})
     job_path = tmp_path / "job.yaml"
     job_path.write_text(yaml.safe_dump(job))
     experiment = tmp_path / "interrupted"
 
+    # A session of its own, so the Ray processes a killed driver leaves behind can be stopped with it.
     driver = subprocess.Popen([sys.executable, "-m", "tune_jobs.cli.main", "run", str(job_path)], cwd=REPO_ROOT,
-                              env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
     try:
         deadline = time.monotonic() + 180
+        # The experiment's records on storage: what a driver that dies now leaves behind.
         while len(completed_trials(experiment)) < 2:
             assert driver.poll() is None, driver.stdout.read()
             assert time.monotonic() < deadline, "no trial finished in time"
             time.sleep(0.2)
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(stop_signal)
         output, _ = driver.communicate(timeout=120)
     finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
     finished_before = completed_trials(experiment)
     assert 2 <= len(finished_before) < TRIALS, output
-    assert "textune resume" in output
+    if stop_signal == signal.SIGINT:
+        assert "textune resume" in output
+
+    # HyperOpt's saved history holds finished trials' results (those the last snapshot saw end; a trial whose
+    # end came after it reaches the searcher when the resume restores it).
+    spec = JobSpec.model_validate(job)
+    saved_losses = searcher_losses(spec, experiment)
+    finished_bpc = [val_bpc for _, val_bpc in finished_before.values()]
+    assert saved_losses and all(any(math.isclose(loss, bpc) for bpc in finished_bpc) for loss in saved_losses)
 
     refused = run_textune("run", str(job_path))
     assert_user_error(refused, "already exists", f"textune resume {experiment}")
 
-    resumed = run_textune("resume", str(experiment), timeout=240)
+    resumed = run_textune(*(arg.format(experiment=experiment, job=job_path) for arg in resume_command),
+                          timeout=240)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     trials = pd.read_parquet(experiment / "results.parquet")
     assert len(trials) == TRIALS and (trials["status"] == "completed").all(), trials[["trial_id", "status"]]
+    assert trials["trial_id"].is_unique
+    evaluations = pd.read_parquet(experiment / "evaluations.parquet")
+    assert not evaluations.duplicated(["trial_id", "tokens"]).any(), "an evaluation was recorded twice"
     after = completed_trials(experiment)
     assert {name: after[name] for name in finished_before} == finished_before, "a finished trial ran again"
+    losses = searcher_losses(spec, experiment)
+    assert len(losses) == TRIALS and all(any(math.isclose(loss, bpc) for loss in losses) for bpc in finished_bpc)
     assert (experiment / "best" / "meta.json").is_file()

@@ -91,24 +91,35 @@ def validate(model_cls: type[ModelT], data: Any, where: str) -> ModelT:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with the safe loader (no arbitrary Python objects)."""
+    """Read a YAML mapping from a file with the safe loader (no arbitrary Python objects)."""
     path = Path(path)
     if not path.is_file():
         raise TextuneError(f"config file {path} does not exist.", "Check the path.")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise TextuneError(f"config file {path} is not valid YAML{at}: {getattr(exc, 'problem', exc)}.",
-                           "Fix the YAML syntax.") from exc
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise TextuneError(f"config file {path} is not UTF-8 text (byte offset {exc.start}).",
                            "Save it as UTF-8.") from exc
+    return parse_yaml(text, f"config file {path}")
+
+
+def parse_yaml(text: str, where: str) -> dict[str, Any]:
+    """A YAML mapping from ``text`` with the safe loader; ``where`` names the source in messages."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            # A tag such as !!python/object/apply would build (or run) Python objects; the safe loader refuses it.
+            raise TextuneError(f"{where}{at} holds a YAML tag that is not plain data: {exc.problem}.",
+                               "Remove the tag; textune reads plain YAML values only.") from exc
+        raise TextuneError(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', exc)}.",
+                           "Fix the YAML syntax.") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise TextuneError(f"config file {path} must hold a mapping at the top level, not {type(data).__name__}.",
+        raise TextuneError(f"{where} must hold a mapping at the top level, not {type(data).__name__}.",
                            "Write it as key: value pairs.")
     return data
 

@@ -9,14 +9,24 @@ from __future__ import annotations
 import math
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow.fs
 
+from tune_jobs.cost import COST_COLUMNS, experiment_cost
 from tune_jobs.experiment import BEST_DIR, EVALUATIONS_FILE, RESULTS_FILE, Experiment
 from tune_jobs.hparams import write_hparams
-from tune_jobs.results import ExperimentResults, collect, searched_config, write_tables
+from tune_jobs.results import ExperimentResults, best_trial, collect, plain_value, searched_config, write_tables
 from tune_jobs.spec import JobSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from models.generate import LoadedModel
+
+# Samples are drawn slightly cooler than the model's distribution, as `textune generate` does by default.
+SAMPLE_TEMPERATURE = 0.8
 
 
 def finish_experiment(experiment: Experiment, spec: JobSpec) -> ExperimentResults:
@@ -49,22 +59,35 @@ def sample_from(checkpoint_dir: Path, seed: int, max_new_tokens: int = 200) -> s
     """A short seeded continuation of a newline from the checkpoint (what ``textune generate`` does)."""
     import torch
 
-    from models.generate import encode_prompt, generate, load_model
+    from models.generate import load_model
 
     loaded = load_model(checkpoint_dir, torch.device("cpu"))
-    prompt = encode_prompt(loaded.tokenizer, "\n", torch.device("cpu"))  # (1, T0)
+    return loaded.tokenizer.decode(continue_prompt(loaded, "\n", seed, max_new_tokens)[0].tolist())
+
+
+def continue_prompt(loaded: "LoadedModel", prompt: str, seed: int, max_new_tokens: int) -> "torch.Tensor":
+    """The prompt and its seeded continuation at the sampling temperature, as ids (1, T0 + max_new_tokens)."""
+    import torch
+
+    from models.generate import encode_prompt, generate
+
+    prompt_ids = encode_prompt(loaded.tokenizer, prompt, torch.device("cpu"))  # (1, T0)
     generator = torch.Generator().manual_seed(seed)
-    ids = generate(loaded.model, prompt, max_new_tokens, temperature=0.8, top_k=None, generator=generator)
-    return loaded.tokenizer.decode(ids[0].tolist())
+    return generate(loaded.model, prompt_ids, max_new_tokens, temperature=SAMPLE_TEMPERATURE, top_k=None,
+                    generator=generator)
 
 
-def best_summary(best: pd.Series, spec: JobSpec) -> dict[str, object]:
-    """The best trial as plain data (for ``textune best --json`` and the end-of-run printout)."""
+def best_summary(trials: pd.DataFrame, spec: JobSpec) -> dict[str, object]:
+    """The best trial of a results table as plain data, with its cost and the whole experiment's (for
+    ``textune best --json`` and the end-of-run printout)."""
+    best = best_trial(trials)
     summary: dict[str, object] = {
         "trial_id": best["trial_id"], "status": best["status"], "config": searched_config(best),
         "metric": spec.metric, "best_metric": float(best["best_metric"]),
         "best_val_bpc": float(best["best_val_bpc"]), "best_val_ppl": float(best["best_val_ppl"]),
         "tokens": int(best["tokens"]), "checkpoint": best["checkpoint"],
+        "cost": {key: plain_value(best[key]) for key in COST_COLUMNS},
+        "experiment_cost": experiment_cost(trials),
     }
     floor_bpc = float(best["floor_bpc"])
     if math.isfinite(floor_bpc):

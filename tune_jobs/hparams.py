@@ -1,11 +1,11 @@
 """TensorBoard HParams for a whole experiment, written from the results table.
 
 One experiment config at the experiment root (a domain per searched hyperparameter, taken from the search
-space, plus the trial status; metrics val_bpc, val_ppl and best val_bpc) and one session per trial in the
-trial's own run directory, beside the curves the trainer writes there. Sessions are written by the driver
-after the search from Ray's records, so trials that errored before reporting, diverged or were stopped early
-are listed too, each with its status. The files are rewritten after every run or resume;
-nothing else in the directory is touched.
+space, plus the trial status and the message of its last crash; metrics val_bpc, val_ppl and best val_bpc)
+and one session per trial in the trial's own run directory, beside the curves the trainer writes there.
+Sessions are written by the driver after the search from Ray's records, so trials that errored before
+reporting, diverged or were stopped early are listed too, each with its status. The files are rewritten after
+every run or resume; nothing else in the directory is touched.
 
 The trainer writes its own HParams session into the same run directory when it starts. TensorBoard keeps the
 first HParams record of a run it reads and reads a run's event files in name order, so the driver's file is
@@ -33,6 +33,7 @@ from tune_jobs.space import SearchSpace
 # Sorts before any event file named by a writer (their names hold the creation time in seconds).
 EVENTS_FILE = "events.out.tfevents.0000000000.textune.hparams"
 STATUS_HPARAM = "trial_status"
+ERROR_HPARAM = "trial_error"  # the last crash's message (results.parquet's error column), empty if none
 METRICS = ("val_bpc", "val_ppl", "best_val_bpc")
 SESSION_STATUS = {
     "completed": api_pb2.STATUS_SUCCESS, "early_stopped": api_pb2.STATUS_SUCCESS,
@@ -66,6 +67,7 @@ def experiment_summary(space: SearchSpace) -> summary_pb2.Summary:
     """The experiment config: hyperparameter domains from the search space and the metrics to show."""
     infos = [_hparam_info(name, dimension.kind, dimension.values) for name, dimension in space.items()]
     infos.append(_hparam_info(STATUS_HPARAM, "choice", list(STATUSES)))
+    infos.append(api_pb2.HParamInfo(name=ERROR_HPARAM, type=api_pb2.DATA_TYPE_STRING))
     experiment = api_pb2.Experiment(
         time_created_secs=time.time(), hparam_infos=infos,
         metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=tag) for tag in METRICS])
@@ -110,7 +112,9 @@ def write_hparams(experiment_dir: Path, space: SearchSpace, trials: pd.DataFrame
     for _, row in trials.iterrows():
         trial_dir = experiment_dir / Path(row["trial_dir"]).name
         trial_dir.mkdir(parents=True, exist_ok=True)
-        start, end = session_summaries({**searched_config(row), STATUS_HPARAM: row["status"]}, row["status"])
+        error = row["error"] if isinstance(row["error"], str) else ""  # None/NaN: the trial never crashed
+        hparams = {**searched_config(row), STATUS_HPARAM: row["status"], ERROR_HPARAM: error}
+        start, end = session_summaries(hparams, row["status"])
         step = int(row["tokens"])
         final = {"val_bpc": row["last_val_bpc"], "val_ppl": row["last_val_ppl"], "best_val_bpc": row["best_val_bpc"]}
         # A trial that never reported has no metric values; TensorBoard shows it with empty metric cells.

@@ -8,6 +8,9 @@ resumed experiments alike. Each trial gets one status:
 ``diverged``/``oom`` reported by the trainer (its metric is inf; the search went on)
 ``errored``        raised an exception (after ``max_failures`` retries)
 ``unfinished``     pending, running or paused when the driver stopped; ``textune resume`` continues it
+
+Every trial also records ``failures`` (how often it crashed and was restarted, by an exception or a lost
+node) and ``error``: the message of its last crash (for an ``errored`` trial, why it ended), else empty.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any
 import pandas as pd
 
 from textune.errors import TextuneError
-from tune_jobs.experiment import BEST_DIR, RESULTS_FILE, SPEC_FILE, Experiment, open_experiment
+from tune_jobs.cost import trial_cost
+from tune_jobs.experiment import BEST_DIR, EVALUATIONS_FILE, RESULTS_FILE, SPEC_FILE, Experiment, open_experiment
 from tune_jobs.spec import JobSpec
 
 CONFIG_PREFIX = "config/"
@@ -85,7 +89,7 @@ def collect(experiment: Experiment, spec: JobSpec) -> ExperimentResults:
             "trial_id": trial.trial_id,
             "status": trial_status(trial.status, last, spec.budget.max_tokens),
             **{CONFIG_PREFIX + key: value for key, value in trial.config.items()},
-            "tokens": int(last.get("tokens", 0)),
+            **trial_cost(last, spec.resources),  # tokens, flops, wall time, device-hours
             "best_metric": best_metric,
             "best_val_bpc": _best(history, "val_bpc", 1.0),
             "best_val_ppl": _best(history, "val_ppl", 1.0),
@@ -93,10 +97,11 @@ def collect(experiment: Experiment, spec: JobSpec) -> ExperimentResults:
             "last_val_ppl": float(last.get("val_ppl", math.nan)),
             "floor_bpc": float(last.get("floor_bpc", math.nan)),  # the corpus' entropy, when it is known
             "evaluations": len(history),
-            "wall_time_s": float(last.get("time_total_s", 0.0)),
             "checkpoint": checkpoint.path if checkpoint else None,
             "trial_dir": trial.path,
             **{key: last.get(key) for key in PLACEMENT_KEYS},
+            "failures": trial.run_metadata.num_failures,
+            "error": last_error_message(trial.get_error()),
         })
         if not history.empty:
             kept = [c for c in history.columns if not c.startswith(CONFIG_PREFIX) and c not in RAY_COLUMNS]
@@ -119,19 +124,28 @@ def write_tables(results: ExperimentResults, trials_path: str, evaluations_path:
 
 def read_trials(experiment: Experiment) -> pd.DataFrame:
     """The per-trial table written at the end of the last run (or resume)."""
+    return _read_table(experiment, RESULTS_FILE)
+
+
+def read_evaluations(experiment: Experiment) -> pd.DataFrame:
+    """The per-evaluation table written beside the per-trial one."""
+    return _read_table(experiment, EVALUATIONS_FILE)
+
+
+def _read_table(experiment: Experiment, name: str) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     filesystem, path = experiment.filesystem()
     try:
-        return pq.read_table(f"{path}/{RESULTS_FILE}", filesystem=filesystem).to_pandas()
+        return pq.read_table(f"{path}/{name}", filesystem=filesystem).to_pandas()
     except FileNotFoundError as exc:
-        raise TextuneError(f"experiment {experiment.root} has no {RESULTS_FILE} yet (its run did not reach the "
-                           "end).", f"Finish it with: textune resume {experiment.root}") from exc
+        raise TextuneError(f"experiment {experiment.root} has no {name} yet (its run did not reach the end).",
+                           f"Finish it with: textune resume {experiment.root}") from exc
 
 
 def searched_config(row: pd.Series) -> dict[str, Any]:
     """The sampled hyperparameters of a trial row."""
-    return {key[len(CONFIG_PREFIX):]: _plain(value) for key, value in row.items() if key.startswith(CONFIG_PREFIX)}
+    return {key[len(CONFIG_PREFIX):]: plain_value(value) for key, value in row.items() if key.startswith(CONFIG_PREFIX)}
 
 
 def top_configs(experiment_dir: str, k: int, names: list[str]) -> list[dict[str, Any]]:
@@ -157,6 +171,44 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return resolve_run_checkpoint(path)
 
 
+def restarts(evaluations: pd.DataFrame) -> pd.DataFrame:
+    """A row per restart of a trial that its evaluations show, with the progress the restart gave up.
+
+    Every report carries ``restored_from_tokens``: the tokens of the checkpoint its run started from (0 for a
+    fresh start). A report starts a new run of its trial when that value changes or its tokens do not grow.
+    Columns: ``trial_id``, ``reached_tokens`` (the most tokens reported before the restart),
+    ``restored_from_tokens`` and ``tokens_redone`` (their difference: evaluated progress trained again). The
+    interval in flight when the trial crashed, at most one evaluation interval, is lost on top and shows in no
+    report.
+    """
+    rows = []
+    if "restored_from_tokens" in evaluations:
+        for trial_id, history in evaluations.groupby("trial_id", sort=False):
+            reached = previous_from = None
+            # Reports from before the column existed (an older experiment, resumed) count as fresh starts.
+            for tokens, restored_from in zip(history["tokens"], history["restored_from_tokens"].fillna(0)):
+                if reached is not None and (restored_from != previous_from or tokens <= reached):
+                    rows.append({"trial_id": trial_id, "reached_tokens": int(reached),
+                                 "restored_from_tokens": int(restored_from),
+                                 "tokens_redone": int(reached - restored_from)})
+                reached = tokens if reached is None else max(reached, tokens)
+                previous_from = restored_from
+    return pd.DataFrame(rows, columns=["trial_id", "reached_tokens", "restored_from_tokens", "tokens_redone"])
+
+
+def last_error_message(error_log: str | None) -> str | None:
+    """The message of the last failure in Ray's text error log of a trial (``error.txt``), or None.
+
+    Each failure there is a ``Failure # N`` header and a traceback whose last line is the exception and its
+    message. The text log is read, never Ray's pickled copy of the exception (unpickling would run code).
+    """
+    if not error_log:
+        return None
+    last_failure = error_log.rpartition("Failure # ")[2]
+    lines = [line.strip() for line in last_failure.splitlines()[1:] if line.strip()]
+    return lines[-1] if lines else None
+
+
 def _best(history: pd.DataFrame, key: str, sign: float) -> float:
     """The best finite value of ``key`` over a trial's evaluations (sign 1: lowest); worst infinity if none."""
     scores = history[key].astype(float) if key in history else pd.Series(dtype=float)
@@ -164,6 +216,6 @@ def _best(history: pd.DataFrame, key: str, sign: float) -> float:
     return float(sign * (sign * finite).min()) if not finite.empty else math.inf * sign
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """NumPy scalars from Parquet as Python numbers (for YAML/JSON output and configs)."""
     return value.item() if hasattr(value, "item") else value

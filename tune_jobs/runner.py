@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow.fs
 import yaml
 
-from textune.config import validate
 from textune.errors import TextuneError
 from tune_jobs.experiment import SPEC_FILE, Experiment, experiment_at
 from tune_jobs.search import TIME_ATTR, build_scheduler, build_search_alg
 from tune_jobs.space import to_param_space
-from tune_jobs.spec import JobSpec, check_trial_configs, fixed_trial_params
+from tune_jobs.spec import JobSpec, check_trial_configs, fixed_trial_params, load_saved_spec
+from tune_jobs.time_budget import InterruptAtDeadline, interrupts_at_deadline
 from tune_jobs.trainable import build_trainable
 
 
@@ -59,19 +60,45 @@ def _run_config(spec: JobSpec, experiment: Experiment) -> Any:
                                 parameter_columns=list(spec.space), max_report_frequency=10)
     return tune.RunConfig(
         name=spec.name, storage_path=path.rsplit("/", 1)[0], storage_filesystem=filesystem,
-        progress_reporter=reporter, verbose=1, callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],
+        progress_reporter=reporter, verbose=1, callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
+                                                          *_deadline_callbacks(spec)],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints,
                                                 checkpoint_score_attribute=spec.metric,
                                                 checkpoint_score_order=spec.mode),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures))
 
 
-def _trainable(spec: JobSpec, experiment: Experiment) -> Any:
-    """The trainable with the dataset prepared once here; on remote storage it is uploaded for other nodes."""
-    from cluster.dataset_sync import upload_dataset
+def _prepare_before_ray(spec: JobSpec, address: str | None) -> Path:
+    """Check the address (its form; for a cluster, that it answers and takes this process's token), then
+    prepare the dataset (a cache hit when prepared before), all before Ray starts: a wrong --address fails in
+    seconds, ahead of a possibly long preparation, and a bad data source without Ray's start-up first."""
+    import ray
+
+    from cluster.connection import check_connectable, resolve_address
     from data_pipeline.prepare import prepare_dataset
 
-    dataset_dir = prepare_dataset(spec.data)  # a cache hit when it was prepared before
+    resolved = resolve_address(address)
+    if not ray.is_initialized():  # as in connect: a connection this process already has is used as it is
+        check_connectable(resolved)
+    return prepare_dataset(spec.data)
+
+
+def _deadline_callbacks(spec: JobSpec) -> list[Any]:
+    """The time budget as an interruption that leaves the running trials resumable (tune_jobs.time_budget)."""
+    if spec.budget.time_budget_s is None or not interrupts_at_deadline():
+        return []
+    return [InterruptAtDeadline(spec.budget.time_budget_s)]
+
+
+def _ray_time_budget(spec: JobSpec) -> float | None:
+    """Ray Tune's own time budget, only where the interruption cannot be used (search outside the main thread)."""
+    return None if _deadline_callbacks(spec) else spec.budget.time_budget_s
+
+
+def _trainable(spec: JobSpec, experiment: Experiment, dataset_dir: Path) -> Any:
+    """The trainable for the prepared dataset; on remote storage the dataset is uploaded for other nodes."""
+    from cluster.dataset_sync import upload_dataset
+
     filesystem, _ = experiment.filesystem()
     dataset = str(dataset_dir)
     if not isinstance(filesystem, pyarrow.fs.LocalFileSystem):
@@ -96,14 +123,6 @@ def _save_spec(spec: JobSpec, experiment: Experiment) -> None:
         handle.write(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False).encode("utf-8"))
 
 
-def load_saved_spec(experiment: Experiment) -> JobSpec:
-    """The spec an experiment was started with."""
-    filesystem, path = experiment.filesystem()
-    with filesystem.open_input_stream(f"{path}/{SPEC_FILE}") as handle:
-        data = yaml.safe_load(handle.read().decode("utf-8"))
-    return validate(JobSpec, data, f"saved job spec {experiment.root}/{SPEC_FILE}")
-
-
 def _configure_tune_output() -> None:
     # Ray's newer console output ignores the CLIReporter (and its trimmed columns) unless this is off.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
@@ -125,18 +144,19 @@ def run_job(spec: JobSpec, address: str | None = None) -> Experiment:
                            f"Continue it with: textune resume {experiment.root} (or textune run ... --resume), "
                            "or start a new one with --name NEW_NAME.")
     open_storage(spec.storage, spec.storage_options)  # writable, before anything starts
+    dataset_dir = _prepare_before_ray(spec, address)
     points = _points_to_evaluate(spec)
     _configure_tune_output()
     # Trials report through Ray Tune; their own console output would break up the progress table.
     with connect(address, log_to_driver=False), trial_slots(spec) as slots:
-        trainable = _trainable(spec, experiment)
+        trainable = _trainable(spec, experiment, dataset_dir)
         _save_spec(spec, experiment)
         tuner = tune.Tuner(
             trainable,
             param_space=to_param_space(spec.space),
             tune_config=tune.TuneConfig(
                 search_alg=build_search_alg(spec, points, slots), scheduler=build_scheduler(spec),
-                num_samples=spec.num_samples, time_budget_s=spec.budget.time_budget_s,
+                num_samples=spec.num_samples, time_budget_s=_ray_time_budget(spec),
                 reuse_actors=True, trial_dirname_creator=trial_dirname),
             run_config=_run_config(spec, experiment))
         tuner.fit()
@@ -151,10 +171,11 @@ def resume_job(experiment: Experiment, address: str | None = None) -> JobSpec:
 
     spec = load_saved_spec(experiment)
     check_trial_configs(spec, f"saved job spec {experiment.root}/{SPEC_FILE}")
+    dataset_dir = _prepare_before_ray(spec, address)
     _configure_tune_output()
     filesystem, path = experiment.filesystem()
     with connect(address, log_to_driver=False), trial_slots(spec):
-        tuner = tune.Tuner.restore(path, _trainable(spec, experiment), resume_unfinished=True,
+        tuner = tune.Tuner.restore(path, _trainable(spec, experiment, dataset_dir), resume_unfinished=True,
                                    resume_errored=True, storage_filesystem=filesystem)
         tuner.fit()
     return spec

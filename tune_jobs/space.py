@@ -11,6 +11,10 @@ A job spec's ``space:`` maps a hyperparameter name to one single-key mapping::
 
 HyperOpt takes the first five; ``grid`` needs the ``grid`` or ``random`` search algorithm (the spec checks
 that before anything starts).
+
+A name that starts with ``ignored_`` (e.g. ``ignored_knob: {uniform: [0, 1]}``) is sampled, recorded in the
+results and analysed like any other hyperparameter, but never reaches the trainer: a control knob that cannot
+matter, so ``textune analyze`` should find its share within chance.
 """
 
 from __future__ import annotations
@@ -95,6 +99,14 @@ class Dimension(StrictModel):
 
 
 SearchSpace = dict[str, Dimension]
+
+# Searched keys with this prefix are control knobs: sampled and recorded, never passed to the trainer.
+IGNORED_PREFIX = "ignored_"
+
+
+def trainer_params(sampled: dict[str, Any]) -> dict[str, Any]:
+    """The sampled hyperparameters the trainer receives: all but the ``ignored_`` control knobs."""
+    return {name: value for name, value in sampled.items() if not name.startswith(IGNORED_PREFIX)}
 
 
 def to_param_space(space: SearchSpace) -> dict[str, Any]:

@@ -17,13 +17,16 @@ from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveIn
 
 from cluster.storage import StorageOptions
 from data_pipeline.config import DataConfig
-from textune.config import StrictModel, apply_overrides, load_yaml, validate
+from textune.config import StrictModel, apply_overrides, load_yaml, parse_yaml, validate
 from textune.errors import TextuneError
-from tune_jobs.space import Dimension, grid_size, validation_samples
+from tune_jobs.experiment import SPEC_FILE, Experiment
+from tune_jobs.space import Dimension, grid_size, trainer_params, validation_samples
 
 # Trial settings the spec derives from its own sections (budget:, seed:, resources:) or sets per trial.
 DERIVED_TRIAL_KEYS = frozenset({"dataset_dir", "max_tokens", "eval_every_tokens", "seed", "num_threads",
                                 "tensorboard_dir"})
+# Derived keys that space: may still search: a grid of seeds repeats every configuration (textune confirm).
+SEARCHABLE_DERIVED_KEYS = frozenset({"seed"})
 
 # Experiment names become directories under the storage root; keep them to one plain path component.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -103,7 +106,8 @@ class JobSpec(StrictModel):
     storage: str = "experiments"
     storage_options: StorageOptions = StorageOptions()
     seed: int = 0
-    max_failures: NonNegativeInt = 0
+    # Retries of a crashed trial (a lost node, an exception) from its latest checkpoint before it counts as errored.
+    max_failures: NonNegativeInt = 2
     keep_checkpoints: PositiveInt = 2
 
     @pydantic.field_validator("name")
@@ -123,10 +127,11 @@ class JobSpec(StrictModel):
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> "JobSpec":
-        derived = sorted(DERIVED_TRIAL_KEYS & (set(self.model) | set(self.space)))
+        derived = sorted(DERIVED_TRIAL_KEYS & (set(self.model) | (set(self.space) - SEARCHABLE_DERIVED_KEYS)))
         if derived:
             raise ValueError(f"{', '.join(derived)} cannot be set under model: or space:; textune derives it "
-                             "(budget.max_tokens, budget.eval_every_tokens, seed, resources.cpu, the dataset)")
+                             "(budget.max_tokens, budget.eval_every_tokens, seed, resources.cpu, the dataset; "
+                             "only seed may be searched under space:)")
         both = sorted(set(self.model) & set(self.space))
         if both:
             raise ValueError(f"{', '.join(both)}: fixed under model: and searched under space:; keep one")
@@ -165,6 +170,15 @@ def load_spec(path: str | Path, overrides: Sequence[str] = (), name: str | None 
     return spec
 
 
+def load_saved_spec(experiment: Experiment) -> JobSpec:
+    """The spec an experiment was started with (read-only commands need no Ray for it)."""
+    filesystem, path = experiment.filesystem()
+    where = f"saved job spec {experiment.root}/{SPEC_FILE}"
+    with filesystem.open_input_stream(f"{path}/{SPEC_FILE}") as handle:
+        data = parse_yaml(handle.read().decode("utf-8", "replace"), where)
+    return validate(JobSpec, data, where)
+
+
 def fixed_trial_params(spec: JobSpec, dataset_dir: str) -> dict[str, Any]:
     """What every trial shares: the dataset, the fixed model params, the budget, the seed and the CPU threads."""
     return {
@@ -187,7 +201,7 @@ def check_trial_configs(spec: JobSpec, where: str) -> None:
     fixed = fixed_trial_params(spec, dataset_dir="(prepared dataset)")
     for sample in validation_samples(spec.space):
         try:
-            parse_trial_config({**fixed, **sample}, f"{where} (model: + space: {sample})")
+            parse_trial_config({**fixed, **trainer_params(sample)}, f"{where} (model: + space: {sample})")
         except TextuneError as exc:
             raise TextuneError(exc.message, "Fix model: or space: so every sampled value is a valid trial "
                                             "setting, then run again.") from exc

@@ -5,34 +5,86 @@ fixed model params) are bound once with ``tune.with_parameters`` so they stay ou
 and out of the results table. The dataset directory holds memory-mapped shards prepared by the driver, so
 opening it in a trial costs no copy and no tokenisation. With ``reuse_actors`` one worker process runs
 trial after trial, so torch and the trainer are imported once per slot, not once per trial.
+
+A trial Ray restarts (after a crash, a lost node or ``textune resume``) continues from its newest checkpoint
+whose checksum holds: a damaged latest checkpoint is skipped, with a warning, for the one before it. Every
+report says which checkpoint the run started from (``restored_from_tokens``, 0 for a fresh start), so the
+progress a fault cost can be read from the results.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import re
+from pathlib import Path
+from typing import Any, Iterator
 
+import pyarrow.fs
 import ray
 from ray import tune
 
 from cluster.storage import StorageOptions
+from textune.errors import TextuneError
+from tune_jobs.space import trainer_params
+
+logger = logging.getLogger(__name__)
+
+# Ray names a trial's checkpoints checkpoint_<index> in the trial directory, the index growing with each one.
+CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)$")
 
 
 class TuneReporter:
     """The trainer's reporter interface, forwarding each evaluation (and its checkpoint) to Ray Tune."""
 
-    def __init__(self) -> None:
-        self._placement = {
+    def __init__(self, restored_from_tokens: int = 0) -> None:
+        self._extra = {
             "node_id": ray.get_runtime_context().get_node_id(),
             "gpu_ids": ",".join(str(gpu) for gpu in ray.get_gpu_ids()),
+            "restored_from_tokens": restored_from_tokens,
         }
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report({**metrics, **self._placement}, checkpoint=checkpoint)
+        tune.report({**metrics, **self._extra}, checkpoint=checkpoint)
+
+
+def _checkpoint_index(path: str) -> int | None:
+    match = CHECKPOINT_NAME.match(path.rstrip("/").rpartition("/")[2])
+    return int(match.group(1)) if match else None
+
+
+def checkpoints_newest_first(latest: tune.Checkpoint) -> list[tune.Checkpoint]:
+    """``latest`` and the trial's older checkpoints beside it (those Ray kept), newest first."""
+    latest_index = _checkpoint_index(latest.path)
+    if latest_index is None:  # not in a trial directory: nothing to fall back to
+        return [latest]
+    parent = latest.path.rstrip("/").rpartition("/")[0]
+    found = latest.filesystem.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
+    older = sorted((index, info.path) for info in found if info.type == pyarrow.fs.FileType.Directory
+                   and (index := _checkpoint_index(info.path)) is not None and index < latest_index)
+    return [latest, *(tune.Checkpoint(path, latest.filesystem) for _, path in reversed(older))]
+
+
+def intact_checkpoints(latest: tune.Checkpoint) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(local directory, metadata) of each checkpoint from ``latest`` back whose checksum holds, newest first.
+
+    Each directory exists while the caller handles it (a remote checkpoint is downloaded for that long).
+    """
+    from models.checkpoint import verify
+
+    for checkpoint in checkpoints_newest_first(latest):
+        with checkpoint.as_directory() as checkpoint_dir:
+            try:
+                meta = verify(Path(checkpoint_dir))
+            except TextuneError as exc:
+                logger.warning("skipping a damaged checkpoint of this trial: %s", exc.message)
+                continue
+            yield checkpoint_dir, meta
 
 
 def tune_trial(config: dict[str, Any], fixed: dict[str, Any], storage_options: StorageOptions) -> None:
-    """Run one trial: fixed + sampled params, TensorBoard curves in the trial's own directory.
+    """Run one trial: fixed + sampled params (less ``ignored_`` control knobs), TensorBoard curves in the trial's
+    own directory.
 
     ``fixed["dataset_dir"]`` is the driver's dataset directory, or its URI in remote storage, which is
     downloaded once into this node's dataset cache.
@@ -41,15 +93,17 @@ def tune_trial(config: dict[str, Any], fixed: dict[str, Any], storage_options: S
     from models.trial import run_trial
 
     dataset_dir = str(materialize_dataset(fixed["dataset_dir"], storage_options))
-    trial_config = {**fixed, **config, "dataset_dir": dataset_dir,
+    trial_config = {**fixed, **trainer_params(config), "dataset_dir": dataset_dir,
                     "tensorboard_dir": tune.get_context().get_trial_dir()}
     checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        run_trial(trial_config, TuneReporter())
-        return
-    # A restored trial (after resume or a worker failure) continues from its latest checkpoint.
-    with checkpoint.as_directory() as checkpoint_dir:
-        run_trial(trial_config, TuneReporter(), resume_from=checkpoint_dir)
+    if checkpoint is not None:
+        # A restored trial (after resume or a worker failure) continues from its newest intact checkpoint.
+        for checkpoint_dir, meta in intact_checkpoints(checkpoint):
+            run_trial(trial_config, TuneReporter(restored_from_tokens=meta["tokens"]), resume_from=checkpoint_dir)
+            return
+        logger.warning("no intact checkpoint of this trial is left (latest: %s); it starts again from scratch",
+                       checkpoint.path)
+    run_trial(trial_config, TuneReporter())
 
 
 def build_trainable(fixed: dict[str, Any], resources: dict[str, float], storage_options: StorageOptions) -> Any:

@@ -31,6 +31,9 @@ COMMANDS: dict[str, str] = {
     "cluster": "tune_jobs.cli.cluster_commands:cluster_group",
     "submit": "tune_jobs.cli.submit_commands:submit",
     "jobs": "tune_jobs.cli.jobs_commands:jobs_group",
+    "confirm": "tune_jobs.cli.confirm_command:confirm",
+    "analyze": "tune_jobs.cli.analyze_command:analyze",
+    "report": "tune_jobs.cli.report_command:report",
 }
 
 
@@ -69,6 +72,15 @@ def cli(ctx: click.Context, debug: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+def _click_paragraph(exc: click.ClickException) -> str:
+    """click's own errors (unknown option, bad option value) as one paragraph, like a TextuneError's."""
+    text = " ".join(exc.format_message().split())
+    context = getattr(exc, "ctx", None)
+    if context is not None:  # a usage error knows its command, so it can point at that command's help
+        text += f" See `{context.command_path} --help`."
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the process exit status."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
@@ -84,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         if debug:
             traceback.print_exc()
-        exc.show()
+        click.echo(f"error: {_click_paragraph(exc)}", err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("aborted.", err=True)

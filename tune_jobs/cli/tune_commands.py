@@ -32,7 +32,7 @@ def _finish_and_report(experiment: "Experiment", spec: "JobSpec") -> None:
     counts = results.trials["status"].value_counts().to_dict() if not results.trials.empty else {}
     click.echo("\ntrials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     if counts and results.trials["best_metric"].map(math.isfinite).any():
-        summary = best_summary(results.best(), spec)
+        summary = best_summary(results.trials, spec)
         click.echo(_describe_best(summary))
         filesystem, root = experiment.filesystem()
         with tune.Checkpoint(f"{root}/{BEST_DIR}", filesystem).as_directory() as best_dir:
@@ -54,7 +54,16 @@ def _describe_best(summary: dict[str, object]) -> str:
     if "gap_to_floor" in summary:
         line += (f", {summary['gap_to_floor']:+.4f} bpc above the entropy floor {summary['floor_bpc']:.4f} "
                  f"({100 * summary['gap_to_floor_rel']:.1f}%)")  # type: ignore[operator]
-    return f"{line}\n  config: {config}"
+    cost, total = summary["cost"], summary["experiment_cost"]
+    return (f"{line}\n  config: {config}\n  cost: {_describe_cost(cost)}; "  # type: ignore[arg-type]
+            f"experiment ({total['trials']} trials): {_describe_cost(total)}")  # type: ignore[index]
+
+
+def _describe_cost(cost: dict[str, object]) -> str:
+    from tune_jobs.cost import UNIT_NAMES
+
+    return (f"{cost['tokens']:,} tokens, {cost['flops']:.3g} FLOPs, {cost['wall_time_s']:.1f} s wall, "
+            f"{cost['device_hours']:.4g} {UNIT_NAMES[cost['device_kind']]}")  # type: ignore[index]
 
 
 def _short(value: object) -> str:
@@ -73,11 +82,13 @@ def _short(value: object) -> str:
 def run(job_path: Path, address: str | None, name: str | None, overrides: tuple[str, ...], resume: bool) -> None:
     """Run the search JOB.yaml describes (every key: docs/job-spec.md)."""
     from tune_jobs.experiment import experiment_at
-    from tune_jobs.runner import resume_job, run_job
     from tune_jobs.spec import load_spec
 
     spec = load_spec(job_path, list(overrides), name)
     experiment = experiment_at(spec.storage, spec.name)
+    # Ray Tune takes seconds to import: a bad spec is reported before it is.
+    from tune_jobs.runner import resume_job, run_job
+
     if resume and experiment.exists():
         spec = resume_job(experiment, address)
     else:
@@ -91,9 +102,10 @@ def run(job_path: Path, address: str | None, name: str | None, overrides: tuple[
 def resume(experiment_dir: str, address: str | None) -> None:
     """Continue EXPERIMENT: its unfinished and errored trials, with the searcher's and scheduler's state."""
     from tune_jobs.experiment import open_experiment
-    from tune_jobs.runner import resume_job
 
     experiment = open_experiment(experiment_dir)
+    from tune_jobs.runner import resume_job  # after the cheap check, as in run
+
     spec = resume_job(experiment, address)
     _finish_and_report(experiment, spec)
 
@@ -105,12 +117,12 @@ def best(experiment_dir: str, as_json: bool) -> None:
     """Print the best trial of EXPERIMENT: its config, metric, tokens and checkpoint."""
     from tune_jobs.experiment import open_experiment
     from tune_jobs.finish import best_summary
-    from tune_jobs.results import best_trial, read_trials
-    from tune_jobs.runner import load_saved_spec
+    from tune_jobs.results import read_trials
+    from tune_jobs.spec import load_saved_spec
 
     experiment = open_experiment(experiment_dir)
     spec = load_saved_spec(experiment)
-    summary = best_summary(best_trial(read_trials(experiment)), spec)
+    summary = best_summary(read_trials(experiment), spec)
     click.echo(json.dumps(summary, indent=2) if as_json else _describe_best(summary))
 
 
@@ -125,12 +137,13 @@ def export(experiment_dir: str, out_path: Path, force: bool) -> None:
 
     from tune_jobs.experiment import open_experiment
     from tune_jobs.results import collect, write_tables
-    from tune_jobs.runner import load_saved_spec
+    from tune_jobs.spec import load_saved_spec
 
     evaluations_path = out_path.with_suffix(".evaluations.parquet")
     existing = [str(p) for p in (out_path, evaluations_path) if p.exists()]
     if existing and not force:
-        raise TextuneError(f"{' and '.join(existing)} already exist; export does not overwrite files.",
+        raise TextuneError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; export "
+                           "does not overwrite files.",
                            "Choose another --out, or add --force to replace them.")
     experiment = open_experiment(experiment_dir)
     results = collect(experiment, load_saved_spec(experiment))

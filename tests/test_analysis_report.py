@@ -1,0 +1,194 @@
+"""``textune report`` on a real finished search, opened in a real headless Chromium; text quality metrics; the
+cost columns of ``best`` and ``export``; and the report's bad input.
+
+The analyses the report shows are written by ``textune analyze`` and ``textune confirm``; here they are
+documents of the agreed shape written into the experiment's copy, so this module trains nothing beyond the
+shared ``finished_experiment``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import pytest
+
+from conftest import assert_user_error, run_textune
+from tune_jobs.analysis.quality import QualityConfig, repetition_rate, sample_top_configs, text_metrics, word_ids
+from tune_jobs.cost import COST_COLUMNS, trial_cost
+from tune_jobs.experiment import open_experiment
+from tune_jobs.spec import Resources
+
+pytestmark = pytest.mark.timeout(300)
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+SECTIONS = ("learning-curves", "best-so-far", "parallel-coordinates", "importance", "confirmation", "samples",
+            "cost")
+MARKUP_PROMPT = "<b>x</b>"  # model output and prompts are text: the page must show this, not render it
+SAMPLING = ("--top-k", "2", "--seeds", "2", "--max-new-tokens", "40")
+
+
+def importance_document(trials: pd.DataFrame) -> dict[str, Any]:
+    """What ``textune analyze`` writes, in the agreed shape."""
+    return {"metric": "val_bpc", "mode": "min", "n_trials": len(trials), "budget_rule": "last rung reached",
+            "oob_r2": 0.5,
+            "importance": [{"param": "lr", "share": 0.6}, {"param": "batch_size", "share": 0.2},
+                           {"param": "n_heads", "share": 0.05}, {"param": "head_dim", "share": 0.01}],
+            "main_effects": {"lr": {"kind": "numeric", "log": True, "x": [0.004, 0.01, 0.04], "y": [3.4, 3.2, 3.6]},
+                             "batch_size": {"kind": "categorical", "log": False, "x": [8, 16], "y": [3.5, 3.3]}},
+            "interactions": [{"params": ["lr", "batch_size"], "share": 0.08}]}
+
+
+def confirm_document(trials: pd.DataFrame) -> dict[str, Any]:
+    """What ``textune confirm`` writes, in the agreed shape."""
+    configs = [{"rank": rank, "trial_id": row["trial_id"], "config": {"lr": float(row["config/lr"])},
+                "values": [3.1 + rank / 10, 3.2 + rank / 10], "mean": 3.15 + rank / 10, "std": 0.07}
+               for rank, (_, row) in enumerate(trials.head(2).iterrows(), start=1)]
+    return {"metric": "val_bpc", "mode": "min", "seeds": 2, "folds": None, "max_tokens": 8192, "configs": configs,
+            "paired_test": {"best": configs[0]["trial_id"], "runner_up": configs[1]["trial_id"],
+                            "test": "paired t-test", "n": 2, "mean_diff": -0.1, "p_value": 0.01, "alpha": 0.05,
+                            "significant": True}}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by its chromedriver (no download: both paths are given)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1200,2400"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # chromedriver gives every session a new empty --user-data-dir of its own.
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.mark.parametrize("with_analyses", [True, False], ids=["with-analyses", "results-only-to-out-dir"])
+def test_report_opens_in_a_browser_with_every_section(experiment_copy: Path, browser: Any, tmp_path: Path,
+                                                      with_analyses: bool) -> None:
+    trials = pd.read_parquet(experiment_copy / "results.parquet")
+    if with_analyses:
+        (experiment_copy / "analysis").mkdir()
+        (experiment_copy / "analysis" / "importance.json").write_text(json.dumps(importance_document(trials)))
+        (experiment_copy / "analysis" / "confirm.json").write_text(json.dumps(confirm_document(trials)))
+    out = [] if with_analyses else ["--out", str(tmp_path / "elsewhere")]
+    made = run_textune("report", str(experiment_copy), *SAMPLING, "--prompt", "\n", "--prompt", MARKUP_PROMPT, *out)
+    assert made.returncode == 0, made.stderr[-3000:]
+    page = experiment_copy / "report" / "index.html" if with_analyses else tmp_path / "elsewhere" / "index.html"
+    assert made.stdout.strip() == f"report: {page}"
+    assert (experiment_copy / "report").exists() == with_analyses
+    pngs = {p.name for p in page.parent.glob("*.png")}
+    assert {"learning_curves.png", "best_so_far.png", "parallel_coordinates.png"} <= pngs
+    assert ("importance.png" in pngs) == with_analyses
+
+    browser.get_log("browser")  # forget what earlier pages logged
+    browser.get(page.as_uri())
+    severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert severe == [], severe
+    images = browser.execute_script("return Array.from(document.images, i => [i.complete, i.naturalWidth]);")
+    assert len(images) == len(pngs) and all(done and width > 0 for done, width in images), images
+    present = browser.execute_script("return Array.from(document.querySelectorAll('section'), s => s.id);")
+    assert tuple(present) == SECTIONS
+    text = browser.find_element("tag name", "body").text
+    hints = ("textune analyze EXPERIMENT", "textune confirm EXPERIMENT")
+    assert all((hint in text) != with_analyses for hint in hints), text[:2000]
+    if with_analyses:
+        assert "the lead exceeds the noise" in text and "lr × batch_size" in text
+    # The markup prompt is shown as text in the samples and nowhere turned into an element.
+    assert MARKUP_PROMPT in text
+    assert browser.execute_script("return document.querySelectorAll('#samples b, script').length;") == 0
+    screenshot = tmp_path / "report.png"
+    assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+    check_samples_document(experiment_copy, trials)
+
+
+def check_samples_document(experiment: Path, trials: pd.DataFrame) -> None:
+    """The samples the report drew: the top configs in order, measured, and the same when drawn again."""
+    samples = json.loads((experiment / "analysis" / "samples.json").read_text())
+    assert [entry["trial_id"] for entry in samples["configs"]] == list(trials["trial_id"].head(2))
+    for entry in samples["configs"]:
+        assert [s["prompt"] for s in entry["samples"]] == ["\n", "\n", MARKUP_PROMPT, MARKUP_PROMPT]
+        assert all(len(s["text"]) > 0 for s in entry["samples"])
+        assert 0 < entry["distinct_1"] <= 1 and 0 < entry["distinct_2"] <= 1 and 0 <= entry["repetition_rate"] < 1
+        assert math.isfinite(entry["self_bpc"]) and entry["self_ppl"] > 1
+    # Fixed prompts and seeds: drawing again gives the very same samples.
+    options = QualityConfig(top_k=2, prompts=samples["prompts"], seeds=samples["seeds"],
+                            max_new_tokens=samples["max_new_tokens"])
+    assert sample_top_configs(open_experiment(experiment), trials, options) == samples
+
+
+@pytest.mark.parametrize("words, expected", [
+    ("a b c d a b c d", 1 / 5),  # five 4-grams, "a b c d" repeats once
+    ("a a a a a a", 2 / 3),  # three identical 4-grams: two repeat the first
+    ("one two three four five", 0.0),
+    ("too short", 0.0),
+])
+def test_repetition_rate_counts_repeated_four_grams(words: str, expected: float) -> None:
+    assert math.isclose(repetition_rate(word_ids([words])[0]), expected)
+
+
+def test_distinct_n_counts_words_across_samples() -> None:
+    metrics = text_metrics(["the cat sat", "the cat ran"])
+    assert math.isclose(metrics["distinct_1"], 4 / 6) and math.isclose(metrics["distinct_2"], 3 / 4)
+
+
+def test_cost_columns_in_export_and_best(finished_experiment: Path, tmp_path: Path) -> None:
+    out = tmp_path / "trials.parquet"
+    exported = run_textune("export", str(finished_experiment), "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    trials = pd.read_parquet(out)
+    assert set(COST_COLUMNS) <= set(trials.columns)
+    assert (trials["device_kind"] == "cpu_core").all()  # the spec gives each trial one CPU and no GPU
+    assert (trials["device_hours"] - trials["wall_time_s"] / 3600).abs().max() < 1e-12
+    assert (trials["flops"] > 0).all() and (trials["tokens"] >= 1024).all()
+
+    shown = run_textune("best", str(finished_experiment), "--json")
+    assert shown.returncode == 0, shown.stderr
+    best = json.loads(shown.stdout)
+    row = trials[trials["trial_id"] == best["trial_id"]].iloc[0]
+    assert best["cost"]["flops"] == row["flops"] and best["cost"]["tokens"] == row["tokens"]
+    total = best["experiment_cost"]
+    assert total["trials"] == len(trials) and total["tokens"] == trials["tokens"].sum()
+    assert math.isclose(total["device_hours"], trials["device_hours"].sum())
+    text = run_textune("best", str(finished_experiment))
+    assert text.returncode == 0 and "CPU-core-hours" in text.stdout and f"({len(trials)} trials)" in text.stdout
+
+
+@pytest.mark.parametrize("resources, kind, hours", [
+    ({"cpu": 4, "gpu": 2}, "gpu", 4.0),  # GPUs held: GPU-hours, the CPUs beside them are not counted
+    ({"cpu": 2, "gpu": 0.5}, "gpu", 1.0),  # a fractional GPU counts its fraction
+    ({"cpu": 4, "gpu": 0}, "cpu_core", 8.0),  # no GPU: CPU-core-hours
+])
+def test_device_hours_count_the_devices_a_trial_held(resources: dict[str, float], kind: str, hours: float) -> None:
+    cost = trial_cost({"tokens": 10, "flops": 5.0, "time_total_s": 7200.0}, Resources(**resources))
+    assert cost == {"tokens": 10, "flops": 5.0, "wall_time_s": 7200.0, "device_kind": kind, "device_hours": hours}
+
+
+@pytest.mark.parametrize("arguments, fragments", [
+    (["{missing}"], ["is not a textune experiment"]),
+    (["{experiment}", "--out", "{occupied}"], ["not a textune report", "--out"]),
+    (["{experiment}", "--top-k", "0"], ["top_k"]),
+    (["{experiment}", "--prompt", ""], ["prompts"]),
+])
+def test_report_bad_input(finished_experiment: Path, tmp_path: Path, arguments: list[str],
+                          fragments: list[str]) -> None:
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("mine")
+    paths = {"missing": tmp_path / "no-such-experiment", "experiment": finished_experiment, "occupied": occupied}
+    assert_user_error(run_textune("report", *[a.format(**paths) for a in arguments]), *fragments)
+    assert (occupied / "notes.txt").read_text() == "mine"
+    assert not (finished_experiment / "report").exists() and not (finished_experiment / "analysis").exists()

@@ -1,0 +1,192 @@
+"""Faults injected into real searches: a lost worker node, trials that crash, damaged checkpoints.
+
+Every trial is accounted for, and a restarted trial continues from its newest intact checkpoint: its reports
+(``restored_from_tokens``) show where each run started, so the progress a fault cost is read from the results.
+One Ray cluster serves the module: a head node for the crash tests, plus two single-GPU worker nodes (logical
+GPUs) that the node-loss test adds and kills one of.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import pytest
+
+from test_tune_spec import tiny_job
+from tune_jobs.experiment import Experiment
+from tune_jobs.finish import finish_experiment
+from tune_jobs.hparams import ERROR_HPARAM, EVENTS_FILE
+from tune_jobs.results import ExperimentResults, restarts
+from tune_jobs.runner import resume_job, run_job
+from tune_jobs.spec import JobSpec
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("shared_module_cache")]
+
+EVAL = 1024  # tokens between evaluations (and checkpoints)
+# Crash settings (the trainer's fault injection, docs/models.md): between the first and second evaluation once
+# (a retry from the checkpoint gets through), or between the second and third in every attempt.
+CRASH_ONCE = {"fault_at_tokens": EVAL + EVAL // 2, "fault_every_attempt": False}
+CRASH_ALWAYS = {"fault_at_tokens": 2 * EVAL + EVAL // 2, "fault_every_attempt": True}
+
+
+@pytest.fixture(scope="module")
+def cluster(module_cache: Path) -> Iterator[Any]:
+    """A head node with 2 CPUs and a driver connected to it; nodes notice a dead peer within seconds."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": False,
+        # Ray's default (health check every 3 s, 5 misses) would take 15 s to declare a killed node dead.
+        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4}})
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def history(results: ExperimentResults, trial_id: str) -> pd.DataFrame:
+    return results.evaluations[results.evaluations["trial_id"] == trial_id]
+
+
+# --- trial crashes and damaged checkpoints ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def crash_search(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[JobSpec, Experiment,
+                                                                                  ExperimentResults]:
+    """Two trials, max_failures 1: one crashes in every attempt, one crashes once (each crash costs Ray a new
+    worker process, so there are few)."""
+    points = [CRASH_ALWAYS, CRASH_ONCE]
+    job = tiny_job(tmp_path_factory.mktemp("storage"), name="crashes", num_samples=len(points), max_failures=1,
+                   budget={"max_tokens": 4 * EVAL, "eval_every_tokens": EVAL},
+                   space={"fault_at_tokens": {"choice": [CRASH_ONCE["fault_at_tokens"]]},
+                          "fault_every_attempt": {"choice": [False]}},
+                   search={"algorithm": "random", "points_to_evaluate": points})
+    spec = JobSpec.model_validate(job)
+    experiment = run_job(spec)
+    return spec, experiment, finish_experiment(experiment, spec)
+
+
+def trials_with(results: ExperimentResults, fault: dict[str, Any]) -> pd.DataFrame:
+    trials = results.trials
+    return trials[(trials["config/fault_at_tokens"] == fault["fault_at_tokens"])
+                  & (trials["config/fault_every_attempt"] == fault["fault_every_attempt"])]
+
+
+def test_a_crashed_trial_is_retried_from_its_checkpoint(crash_search: tuple[JobSpec, Experiment,
+                                                                            ExperimentResults]) -> None:
+    spec, _, results = crash_search
+    retried = trials_with(results, CRASH_ONCE).iloc[0]
+    assert retried["status"] == "completed" and retried["failures"] == 1, retried
+    assert "injected fault" in retried["error"]
+    evaluations = history(results, retried["trial_id"])
+    # One report before the crash; the retry continued from that checkpoint, not from token 0.
+    assert list(evaluations["tokens"]) == [EVAL, 2 * EVAL, 3 * EVAL, 4 * EVAL]
+    assert list(evaluations["restored_from_tokens"]) == [0, EVAL, EVAL, EVAL]
+    restart = restarts(results.evaluations).set_index("trial_id").loc[retried["trial_id"]]
+    assert restart["tokens_redone"] == 0  # only the interval in flight (under one evaluation) was lost
+
+
+def test_a_trial_that_keeps_failing_is_recorded_as_errored(crash_search: tuple[JobSpec, Experiment,
+                                                                               ExperimentResults]) -> None:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    spec, experiment, results = crash_search
+    failing = trials_with(results, CRASH_ALWAYS)
+    assert len(results.trials) == spec.num_samples
+    assert (failing["status"] == "errored").all() and (failing["failures"] == spec.max_failures + 1).all()
+    assert failing["error"].str.startswith("RuntimeError: injected fault").all(), list(failing["error"])
+    # The same in the table on disk and in TensorBoard's HParams session of each failed trial.
+    on_disk = pd.read_parquet(Path(experiment.root) / "results.parquet").set_index("trial_id")
+    for _, trial in failing.iterrows():
+        assert on_disk.loc[trial["trial_id"], "error"] == trial["error"]
+        events = Path(experiment.root) / Path(trial["trial_dir"]).name / EVENTS_FILE
+        plugin_data = {value.tag: value.metadata.plugin_data.content
+                       for event in EventFileLoader(str(events)).Load() for value in event.summary.value}
+        start = metadata.parse_session_start_info_plugin_data(plugin_data[metadata.SESSION_START_INFO_TAG])
+        end = metadata.parse_session_end_info_plugin_data(plugin_data[metadata.SESSION_END_INFO_TAG])
+        assert end.status == api_pb2.STATUS_FAILURE
+        assert start.hparams[ERROR_HPARAM].string_value == trial["error"]
+    # The search went on: the other trial completed.
+    assert (trials_with(results, CRASH_ONCE)["status"] == "completed").all()
+
+
+def test_a_restored_trial_falls_back_from_a_damaged_checkpoint(
+        cluster: Any, crash_search: tuple[JobSpec, Experiment, ExperimentResults]) -> None:
+    spec, experiment, before = crash_search
+    errored = trials_with(before, CRASH_ALWAYS).iloc[0]
+    # It checkpointed at 1 and 2 evaluations; truncate the latest, the one Ray restores it from. (A flipped byte
+    # is caught the same way: tests/test_models_checkpoints.py; the benchmark injects both.)
+    state_file = max(Path(errored["trial_dir"]).glob("checkpoint_*")) / "state.pt"
+    state_file.write_bytes(state_file.read_bytes()[: state_file.stat().st_size // 2])
+    resume_job(experiment)  # continues the errored trial
+    after = finish_experiment(experiment, spec)
+    evaluations = history(after, errored["trial_id"])
+    # The restored run skipped the damaged checkpoint (2 evaluations) for the one before it, and went on.
+    new_reports = evaluations.iloc[len(history(before, errored["trial_id"])):]
+    assert list(new_reports["restored_from_tokens"]) == [EVAL], evaluations
+    assert list(new_reports["tokens"]) == [2 * EVAL]
+    # The trial that had finished was left alone.
+    finished = trials_with(before, CRASH_ONCE).iloc[0]["trial_id"]
+    assert len(history(after, finished)) == len(history(before, finished))
+    logs = "".join(path.read_text(errors="replace")
+                   for path in Path(cluster.head_node.get_logs_dir_path()).glob("worker-*.err"))
+    assert "skipping a damaged checkpoint of this trial" in logs, "no warning was logged"
+
+
+# --- worker-node loss ----------------------------------------------------------------------------------
+
+
+def test_worker_node_loss_resumes_trials_from_their_checkpoints(cluster: Any, tmp_path: Path) -> None:
+    # Two worker nodes with one logical GPU each; trials ask for a GPU, so they run only there (the head has
+    # none) and a node holds one trial at a time. Trials have no CUDA: device auto falls back to the CPU.
+    workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    eval_every, evaluations_per_trial = 4 * EVAL, 8
+    job = tiny_job(tmp_path, name="node-loss", num_samples=2, max_concurrent_trials=None,
+                   resources={"cpu": 1, "gpu": 1},
+                   budget={"max_tokens": evaluations_per_trial * eval_every, "eval_every_tokens": eval_every})
+    spec = JobSpec.model_validate(job)
+    outcome: dict[str, Any] = {}
+
+    def search_in_background() -> None:
+        try:
+            outcome["experiment"] = run_job(spec)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread below
+            outcome["error"] = exc
+
+    search = threading.Thread(target=search_in_background, daemon=True)
+    search.start()
+    # Kill a worker once both running trials have checkpointed: the one on that node is mid-run.
+    deadline = time.monotonic() + 120
+    while len({p.parent for p in (tmp_path / "node-loss").glob("trial_*/checkpoint_*")}) < 2:
+        assert search.is_alive(), f"the search ended before the node could be killed: {outcome}"
+        assert time.monotonic() < deadline, "no two trials checkpointed in time"
+        time.sleep(0.2)
+    cluster.remove_node(workers[1], allow_graceful=False)
+    search.join(timeout=200)
+    assert not search.is_alive(), "the search did not finish after the node loss"
+    assert "error" not in outcome, outcome
+
+    results = finish_experiment(outcome["experiment"], spec)
+    trials = results.trials
+    assert len(trials) == spec.num_samples and (trials["status"] == "completed").all(), trials[["status", "error"]]
+    lost = trials[trials["failures"] > 0]
+    assert len(lost) >= 1, "no trial ran on the killed node"
+    assert trials["node_id"].nunique() == 1  # every trial ended on the surviving worker
+    restarted = restarts(results.evaluations)
+    assert set(restarted["trial_id"]) == set(lost["trial_id"])
+    # Each restart continued from the last evaluation it had reported: not from scratch, and only the
+    # interval in flight (under one evaluation interval) was trained again.
+    assert (restarted["restored_from_tokens"] > 0).all() and (restarted["tokens_redone"] == 0).all(), restarted
+    for trial_id in lost["trial_id"]:
+        tokens = list(history(results, trial_id)["tokens"])
+        assert tokens == [eval_every * (k + 1) for k in range(evaluations_per_trial)], tokens

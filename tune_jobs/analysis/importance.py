@@ -1,0 +1,170 @@
+"""Hyperparameter importance of a finished search: functional ANOVA over a random-forest surrogate.
+
+The surrogate is fitted to one row per finished trial (see :func:`surrogate_rows` for the budget rule), with
+the searched hyperparameters as features (:mod:`tune_jobs.analysis.encoding`). :mod:`tune_jobs.analysis.fanova`
+then splits the surrogate's variance over the search space into each hyperparameter's main effect and the
+pairwise interactions of the top three. The result is the ``analysis/importance.json`` document.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pydantic
+
+from textune.config import StrictModel
+from textune.errors import TextuneError
+from tune_jobs.analysis.encoding import ParamAxis, param_axes
+from tune_jobs.analysis.fanova import ForestAnova
+from tune_jobs.results import CONFIG_PREFIX, TRAINER_FAILURES
+from tune_jobs.spec import JobSpec
+
+# Trials whose result says something about their config. Errored trials crashed (a fault, not the config) and
+# unfinished ones have not had their say.
+FINISHED = ("completed", "early_stopped", *TRAINER_FAILURES)
+TOP_INTERACTIONS = 3
+# A forest of this size fits 500 trials in well under a second; more trees barely move the shares.
+N_TREES = 64
+# The chance level: shares of forests fitted to the metric shuffled across trials. 8 shuffles of 16 trees
+# average over as many trees as the real forest has, at twice its cost.
+NULL_SHUFFLES = 8
+NULL_TREES = 16
+
+
+class ParamShare(StrictModel):
+    param: str
+    share: float  # of the surrogate's variance, explained by this hyperparameter alone
+    # What the same analysis gives this hyperparameter when the metric is shuffled across the trials: a share
+    # at or below it is indistinguishable from chance with this many trials.
+    chance_share: float
+
+
+class MainEffect(StrictModel):
+    """The surrogate's prediction averaged over every other hyperparameter, along one hyperparameter."""
+
+    kind: Literal["numeric", "categorical"]
+    log: bool  # numeric only: sampled log-uniformly, so x belongs on a log axis
+    x: list[Any]
+    y: list[float]
+
+
+class Interaction(StrictModel):
+    params: list[str] = pydantic.Field(min_length=2, max_length=2)
+    share: float  # of the variance, explained by the pair beyond its two main effects
+
+
+class ImportanceReport(StrictModel):
+    """The ``analysis/importance.json`` document: what ``textune analyze`` found."""
+
+    metric: str
+    mode: Literal["min", "max"]
+    n_trials: int
+    budget_rule: str
+    oob_r2: float  # how well the surrogate predicts trials it did not see (1 = perfectly, <= 0 = not at all)
+    importance: list[ParamShare]  # best first; the shares sum to at most 1, interactions hold the rest
+    main_effects: dict[str, MainEffect]  # every hyperparameter, in the order of importance
+    interactions: list[Interaction]  # every pair of the top three, largest first
+
+
+@dataclass
+class SurrogateRows:
+    """What the forest is fitted to: a row of trials per observation, its value and its weight."""
+
+    trials: pd.DataFrame
+    values: np.ndarray  # (N,)
+    weights: np.ndarray  # (N,)
+    rule: str
+
+
+def surrogate_rows(trials: pd.DataFrame, spec: JobSpec) -> SurrogateRows:
+    """Every finished trial at its last reported budget, weighted by how much of the budget it trained.
+
+    ASHA stops most trials at a low rung, where the metric is a noisy, pessimistic estimate of what the config
+    would reach; dropping them would leave a handful of points, keeping them at full weight would let
+    half-trained results dominate. So a trial's value is its best metric up to its last evaluation and its
+    weight ``tokens / T`` (T: the most tokens any trial trained): a rung-1 result still places its config in
+    the space, but completed trials decide where they disagree. A diverged or out-of-memory trial is a final
+    verdict on its config, not an estimate: it counts as the worst finished result, at full weight.
+    """
+    finished = trials[trials["status"].isin(FINISHED)].reset_index(drop=True)
+    sign = 1.0 if spec.mode == "min" else -1.0
+    failed = finished["status"].isin(TRAINER_FAILURES).to_numpy()
+    scores = finished["best_metric"].astype(float).to_numpy()
+    scored = ~failed & np.isfinite(scores)
+    counts = ", ".join(f"{n} {status}" for status, n in trials["status"].value_counts().sort_index().items())
+    if len(finished) < 2 or not scored.any():
+        raise TextuneError(
+            f"hyperparameter importance needs at least 2 finished trials with a result, and this experiment has "
+            f"{int(scored.sum())} finished with a finite {spec.metric} ({counts or 'no trials'}).",
+            "Let the search finish (textune resume EXPERIMENT) or run more samples, then analyze again.")
+    worst = sign * np.max(sign * scores[scored])
+    values = np.where(scored, scores, worst)
+    tokens = finished["tokens"].astype(float).to_numpy()
+    full = float(tokens[scored].max())
+    weights = np.where(scored, tokens / full, 1.0)
+    rule = (f"each finished trial at its last reported budget (its best {spec.metric} up to there), weighted "
+            f"by its tokens / {full:,.0f} (the most any trial trained); diverged or out-of-memory trials count "
+            f"as the worst result at full weight")
+    return SurrogateRows(finished, values, weights, rule)
+
+
+def analyze_importance(trials: pd.DataFrame, spec: JobSpec, seed: int = 0) -> ImportanceReport:
+    """The importance document of a trials table (a row per trial, ``config/<param>`` columns)."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    rows = surrogate_rows(trials, spec)
+    if np.ptp(rows.values) == 0:
+        raise TextuneError(f"all {len(rows.values)} finished trials scored the same {spec.metric} "
+                           f"({rows.values[0]:.6g}), so no hyperparameter explains any difference.",
+                           "Widen the search space or train longer (budget.max_tokens), then analyze again.")
+    axes = param_axes(spec.space, rows.trials)
+    features = np.column_stack([axis.encode(rows.trials[CONFIG_PREFIX + axis.name]) for axis in axes])  # (N, d)
+    bounds = np.array([[axis.low, axis.high] for axis in axes])  # (d, 2)
+    forest = RandomForestRegressor(n_estimators=N_TREES, oob_score=True, random_state=seed)
+    forest.fit(features, rows.values, sample_weight=rows.weights)
+    anova = ForestAnova(forest, bounds)
+    shares = anova.main_effect_shares()
+    chance = chance_shares(features, rows.values, rows.weights, bounds, seed)
+    order = np.argsort(-shares, kind="stable")
+    top = [int(i) for i in order[:TOP_INTERACTIONS]]
+    interactions = sorted((Interaction(params=[axes[i].name, axes[j].name], share=anova.interaction_share(i, j))
+                           for i, j in combinations(top, 2)), key=lambda pair: -pair.share)
+    return ImportanceReport(
+        metric=spec.metric, mode=spec.mode, n_trials=len(rows.values), budget_rule=rows.rule,
+        oob_r2=float(forest.oob_score_),
+        importance=[ParamShare(param=axes[i].name, share=float(shares[i]), chance_share=float(chance[i]))
+                    for i in order],
+        main_effects={axes[i].name: _main_effect(anova, axes[i], int(i)) for i in order},
+        interactions=interactions)
+
+
+def chance_shares(features: np.ndarray, values: np.ndarray, weights: np.ndarray, bounds: np.ndarray,
+                  seed: int) -> np.ndarray:
+    """(d,) each feature's mean main-effect share over forests fitted to the values shuffled across trials.
+
+    A forest fitted to a few dozen trials explains noise too, and a continuous hyperparameter, with a split
+    point between every pair of trials, soaks up more of it than a two-valued choice: with 16 trials a knob
+    that cannot matter gets a share of several percent. Shuffling breaks every link between config and
+    metric and keeps everything else (the configs, the values, the weights), so this is the share each
+    hyperparameter gets from chance alone.
+    """
+    from sklearn.ensemble import RandomForestRegressor
+
+    rng = np.random.default_rng(seed)
+    shares = []
+    for shuffle in range(NULL_SHUFFLES):
+        order = rng.permutation(len(values))  # a trial's value and its weight move together
+        forest = RandomForestRegressor(n_estimators=NULL_TREES, random_state=seed + 1 + shuffle)
+        forest.fit(features, values[order], sample_weight=weights[order])
+        shares.append(ForestAnova(forest, bounds).main_effect_shares())
+    return np.mean(shares, axis=0)
+
+
+def _main_effect(anova: ForestAnova, axis: ParamAxis, feature: int) -> MainEffect:
+    shown, encoded = axis.curve_points()
+    curve = anova.main_effect_curve(feature, encoded)
+    return MainEffect(kind=axis.kind, log=axis.log, x=shown, y=[float(v) for v in curve])

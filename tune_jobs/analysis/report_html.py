@@ -1,0 +1,177 @@
+"""The report page: one HTML file with its figures embedded as data: URIs, its style inline and no script.
+
+It opens from disk with no network. Every piece of text that comes from the experiment (trial ids, configs,
+error messages and above all the model's samples) is escaped, so a sample that happens to contain markup
+is shown, never interpreted.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+
+import pandas as pd
+
+from tune_jobs.cost import UNIT_NAMES
+from tune_jobs.results import searched_config
+
+GENERATOR = "textune report"  # the page's <meta name="generator">: marks a directory as a report's
+STYLE = """
+body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .5em 0; font-size: .9em; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; }
+th { background: #f3f3f3; } td.number { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; display: block; margin: .5em 0; }
+pre { background: #f7f7f7; padding: .6em; white-space: pre-wrap; word-break: break-all; }
+p.missing { color: #666; font-style: italic; }
+"""
+
+
+@dataclass
+class ReportContent:
+    """Everything the page shows, already computed."""
+
+    name: str
+    metric: str
+    mode: str
+    trials: pd.DataFrame  # best first, with the cost columns
+    cost: dict[str, Any]  # tune_jobs.cost.experiment_cost
+    figures: dict[str, bytes]  # figure name -> PNG
+    samples: dict[str, Any]  # analysis/samples.json
+    importance: dict[str, Any] | None  # analysis/importance.json, when analyze has run
+    confirm: dict[str, Any] | None  # analysis/confirm.json, when confirm has run
+    experiment_root: str
+
+
+def number(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if math.isfinite(value) else str(value)
+    return escape(str(value))
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    """A table; numbers are right-aligned, everything is escaped."""
+    head = "".join(f"<th>{escape(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(
+        f'<td class="number">{number(cell)}</td>' if isinstance(cell, (int, float))
+        else f"<td>{escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def describe_config(config: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={number(value)}" for key, value in config.items())
+
+
+def image(content: ReportContent, name: str, alt: str) -> str:
+    encoded = base64.b64encode(content.figures[name]).decode("ascii")
+    return f'<img src="data:image/png;base64,{encoded}" alt="{escape(alt)}">'
+
+
+def section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{escape(title)}</h2>{body}</section>'
+
+
+def missing(command: str, what: str) -> str:
+    return f'<p class="missing">No {escape(what)} yet: <code>{escape(command)}</code> produces it.</p>'
+
+
+def summary(content: ReportContent) -> str:
+    counts = content.trials["status"].value_counts()
+    best = content.trials.iloc[0]
+    floor = float(best["floor_bpc"])
+    line = (f"{len(content.trials)} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}). Best trial "
+            f"{best['trial_id']}: {content.metric} {best['best_metric']:.4f} ({content.mode}imised) after "
+            f"{int(best['tokens']):,} tokens, with {describe_config(searched_config(best))}.")
+    if math.isfinite(floor):
+        line += f" The corpus' entropy floor is {floor:.4f} bits per character."
+    return f"<p>{escape(line)}</p><p>Experiment: <code>{escape(content.experiment_root)}</code></p>"
+
+
+def importance_section(content: ReportContent) -> str:
+    found = content.importance
+    if found is None:
+        return missing("textune analyze EXPERIMENT", "hyperparameter importance")
+    rows = [[entry["param"], entry["share"]] for entry in found["importance"]]
+    pairs = [[" × ".join(entry["params"]), entry["share"]] for entry in found.get("interactions", [])]
+    note = (f"<p>Functional ANOVA over a random-forest surrogate of {escape(found['metric'])}, fitted on "
+            f"{found['n_trials']} trials ({escape(found['budget_rule'])}); out-of-bag R² {found['oob_r2']:.3f}.</p>")
+    shares = table(["hyperparameter", "share"], rows)
+    interactions = table(["pair", "interaction share"], pairs) if pairs else ""
+    return note + image(content, "importance", "importance chart") + shares + interactions
+
+
+def confirm_section(content: ReportContent) -> str:
+    found = content.confirm
+    if found is None:
+        return missing("textune confirm EXPERIMENT --top-k 3 --seeds 3", "confirmation runs")
+    # A config with a diverged run has no mean (null in the document).
+    rows = [[entry["rank"], entry["trial_id"], describe_config(entry["config"]),
+             "a run diverged" if entry["mean"] is None else entry["mean"], "" if entry["std"] is None else entry["std"],
+             len(entry["values"])] for entry in found["configs"]]
+    folds = f" × {found['folds']} validation folds" if found.get("folds") else " on the spec's validation split"
+    body = f"<p>The top configs retrained at {found['max_tokens']:,} tokens with {found['seeds']} seed(s){folds}.</p>"
+    body += table(["rank", "trial", "config", f"mean {found['metric']}", "std", "runs"], rows)
+    test = found.get("paired_test")
+    if test:
+        verdict = "exceeds" if test["significant"] else "does not exceed"
+        body += (f"<p>{escape(test['best'])} leads {escape(test['runner_up'])} by {abs(test['mean_diff']):.4g} "
+                 f"on average over {test['n']} paired runs ({escape(test['test'])}, p = {test['p_value']:.3g}): "
+                 f"the lead {verdict} the noise at α = {test['alpha']}.</p>")
+    elif found.get("no_test_reason"):
+        body += f"<p>No paired test: {escape(found['no_test_reason'])}.</p>"
+    return body
+
+
+def samples_section(content: ReportContent) -> str:
+    found = content.samples
+    if not found["configs"]:
+        return '<p class="missing">No trial kept a checkpoint to sample from.</p>'
+    rows = [[entry["rank"], entry["trial_id"], entry["best_metric"], entry["distinct_1"], entry["distinct_2"],
+             entry["repetition_rate"], entry["self_bpc"], entry["self_ppl"]] for entry in found["configs"]]
+    body = (f"<p>{len(found['seeds'])} seed(s) per prompt, {found['max_new_tokens']} new tokens at temperature "
+            f"{found['temperature']}. distinct-n: unique word n-grams over all; repetition: share of a sample's "
+            f"word {found['repetition_n']}-grams repeating an earlier one; self bpc / ppl: the samples scored by "
+            "their own model.</p>")
+    body += table(["rank", "trial", content.metric, "distinct-1", "distinct-2", "repetition", "self bpc",
+                   "self ppl"], rows)
+    for entry in found["configs"]:
+        body += f"<h3>#{entry['rank']} trial {escape(entry['trial_id'])}: {describe_config(entry['config'])}</h3>"
+        for sample in entry["samples"]:
+            body += (f"<p>prompt {escape(repr(sample['prompt']))}, seed {sample['seed']}:</p>"
+                     f"<pre>{escape(sample['prompt'] + sample['text'])}</pre>")
+    return body
+
+
+def cost_section(content: ReportContent) -> str:
+    total = content.cost
+    unit = UNIT_NAMES[total["device_kind"]]
+    body = (f"<p>The whole search: {total['trials']} trials, {total['tokens']:,} training tokens, "
+            f"{total['flops']:.3g} FLOPs, {total['wall_time_s']:.1f} s of trial wall time, "
+            f"{total['device_hours']:.4g} {unit}.</p>")
+    rows = [[row["trial_id"], row["status"], row["best_metric"], int(row["tokens"]), float(row["flops"]),
+             float(row["wall_time_s"]), float(row["device_hours"])] for _, row in content.trials.iterrows()]
+    return body + table(["trial", "status", content.metric, "tokens", "FLOPs", "wall s", unit], rows)
+
+
+def render_page(content: ReportContent) -> str:
+    sections = [
+        section("learning-curves", "Learning curves", image(content, "learning_curves", "learning curves")),
+        section("best-so-far", "Best so far against compute", image(content, "best_so_far", "best so far")),
+        section("parallel-coordinates", "Configs against the metric",
+                image(content, "parallel_coordinates", "parallel coordinates")),
+        section("importance", "Hyperparameter importance", importance_section(content)),
+        section("confirmation", "Is the winner real", confirm_section(content)),
+        section("samples", "Text samples of the top configs", samples_section(content)),
+        section("cost", "Cost", cost_section(content)),
+    ]
+    title = f"textune report: {content.name}"
+    # The empty icon keeps the browser from asking for a favicon.ico that is not there.
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="generator" content="{GENERATOR}"><link rel="icon" href="data:,">'
+            f"<title>{escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{summary(content)}"
+            + "".join(sections) + "</body></html>\n")

@@ -1,0 +1,63 @@
+"""``textune analyze``: which hyperparameters of a finished search matter, and how much."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from tune_jobs.analysis.importance import ImportanceReport
+
+BAR_WIDTH = 30
+
+
+@click.command("analyze")
+@click.argument("experiment_dir", metavar="EXPERIMENT")
+@click.option("--json", "as_json", is_flag=True, help="Print the importance document as JSON instead of a table.")
+def analyze(experiment_dir: str, as_json: bool) -> None:
+    """Hyperparameter importance of EXPERIMENT: each hyperparameter's share of the metric's variance across
+    the finished trials (functional ANOVA over a random-forest surrogate), its main-effect curve and the
+    interactions of the top three. Writes EXPERIMENT/analysis/importance.json."""
+    from tune_jobs.analysis.importance import analyze_importance
+    from tune_jobs.analysis.store import IMPORTANCE_FILE, write_analysis
+    from tune_jobs.experiment import open_experiment
+    from tune_jobs.results import read_trials
+    from tune_jobs.spec import load_saved_spec
+
+    experiment = open_experiment(experiment_dir)
+    report = analyze_importance(read_trials(experiment), load_saved_spec(experiment))
+    document = report.model_dump(mode="json")
+    path = write_analysis(experiment, IMPORTANCE_FILE, document)
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+        return
+    click.echo(describe(report))
+    click.echo(f"\nwritten: {path}")
+
+
+def describe(report: "ImportanceReport") -> str:
+    """The importance table: share, a bar, the chance level and where the main-effect curve is best."""
+    width = max(len("(all interactions)"), *(len(share.param) for share in report.importance))
+    lines = [f"{report.metric} ({report.mode}) over {report.n_trials} finished trials; the surrogate's "
+             f"out-of-bag R² is {report.oob_r2:.2f}",
+             f"budget rule: {report.budget_rule}", "",
+             f"{'hyperparameter':<{width}}  share  {'':<{BAR_WIDTH}}  chance  best at"]
+    for share in report.importance:
+        bar = "█" * round(BAR_WIDTH * share.share)
+        best = _best_x(report.main_effects[share.param].x, report.main_effects[share.param].y, report.mode)
+        verdict = "" if share.share > share.chance_share else "  (within chance)"
+        lines.append(f"{share.param:<{width}}  {100 * share.share:4.1f}%  {bar:<{BAR_WIDTH}}  "
+                     f"{100 * share.chance_share:5.1f}%  {best}{verdict}")
+    lines.append(f"{'(all interactions)':<{width}}  {100 * (1 - sum(s.share for s in report.importance)):4.1f}%")
+    if report.interactions:
+        lines += ["", "pairwise interactions of the top three (beyond their main effects):"]
+        lines += [f"  {' × '.join(pair.params)}: {100 * pair.share:.1f}%" for pair in report.interactions]
+    return "\n".join(lines)
+
+
+def _best_x(x: list[Any], y: list[float], mode: str) -> str:
+    index = min(range(len(y)), key=lambda i: y[i] if mode == "min" else -y[i])
+    value = x[index]
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,48 @@
+"""``textune confirm``: re-train a search's top configs with fresh seeds (and validation folds) and test the lead."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from tune_jobs.cli.tune_commands import ADDRESS_HELP
+
+
+@click.command("confirm")
+@click.argument("experiment_dir", metavar="EXPERIMENT")
+@click.option("--top-k", "top_k", type=int, required=True, help="How many of the best distinct configs to re-train.")
+@click.option("--seeds", type=int, required=True, help="Fresh seeds per config (and per fold).")
+@click.option("--folds", type=int, default=None,
+              help="Validate on each of F contiguous chunks of the train+val text in turn (F >= 2); without it, "
+                   "on the prepared val split.")
+@click.option("--address", default=None, help=ADDRESS_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary (analysis/confirm.json) as JSON.")
+def confirm(experiment_dir: str, top_k: int, seeds: int, folds: int | None, address: str | None,
+            as_json: bool) -> None:
+    """Is the winner of EXPERIMENT real? Re-train its TOP-K configs at the full budget, SEEDS times each (on
+    FOLDS validation folds), report mean and std per config and a paired test of the best against the
+    runner-up. Running it again continues an interrupted confirmation (EXPERIMENT/confirm/) or reprints a
+    finished one."""
+    from textune.config import validate
+    from textune.errors import TextuneError
+    from tune_jobs.analysis.confirm import confirm_experiment
+    from tune_jobs.analysis.confirm_plan import ConfirmOptions
+    from tune_jobs.analysis.confirm_summary import format_summary
+    from tune_jobs.analysis.store import ANALYSIS_DIR, CONFIRM_FILE
+
+    try:
+        options = validate(ConfirmOptions, {"top_k": top_k, "seeds": seeds, "folds": folds}, "textune confirm")
+    except TextuneError as exc:
+        raise TextuneError(exc.message, "Fix the option and run textune confirm again.") from exc
+    outcome = confirm_experiment(experiment_dir, options, address)
+    if outcome.summary is None:
+        command = f"textune confirm {experiment_dir} --top-k {top_k} --seeds {seeds}" + (
+            f" --folds {folds}" if folds else "")
+        click.echo(f"{outcome.unfinished} confirmation run(s) unfinished in {outcome.root}; continue with: {command}")
+        return
+    if as_json:
+        click.echo(json.dumps(outcome.summary, indent=2))
+        return
+    click.echo(format_summary(outcome.summary))
+    click.echo(f"\nsummary: {experiment_dir.rstrip('/')}/{ANALYSIS_DIR}/{CONFIRM_FILE}; runs: {outcome.root}")
