@@ -98,7 +98,12 @@ def test_driver_loss_then_resume_finishes_the_rest(tmp_path: Path, stop_signal: 
     assert len(trials) == TRIALS and (trials["status"] == "completed").all(), trials[["trial_id", "status"]]
     assert trials["trial_id"].is_unique
     evaluations = pd.read_parquet(experiment / "evaluations.parquet")
-    assert not evaluations.duplicated(["trial_id", "tokens"]).any(), "an evaluation was recorded twice"
+    # A trial whose report raced the driver's end goes back to the checkpoint the last snapshot knew and trains
+    # that interval again (docs/reliability.md): at most one evaluation of one unfinished trial is recorded twice.
+    repeated = evaluations[evaluations.duplicated(["trial_id", "tokens"])]
+    assert len(repeated) <= 1, repeated[["trial_id", "tokens"]]
+    repeated_dirs = {f"trial_{trial_id}" for trial_id in repeated["trial_id"]}
+    assert not repeated_dirs & set(finished_before), "a finished trial ran again"
     after = completed_trials(experiment)
     assert {name: after[name] for name in finished_before} == finished_before, "a finished trial ran again"
     losses = searcher_losses(spec, experiment)

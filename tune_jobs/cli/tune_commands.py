@@ -37,9 +37,10 @@ def _finish_and_report(experiment: "Experiment", spec: "JobSpec") -> None:
         filesystem, root = experiment.filesystem()
         with tune.Checkpoint(f"{root}/{BEST_DIR}", filesystem).as_directory() as best_dir:
             click.echo("sample from the best checkpoint:\n" + sample_from(Path(best_dir), spec.seed))
+        click.echo(f"\nresults: {experiment.root}/results.parquet; best checkpoint: {experiment.root}/{BEST_DIR}")
     else:
         click.echo("no trial reported a finite metric, so there is no best trial.")
-    click.echo(f"\nresults: {experiment.root}/results.parquet; best checkpoint: {experiment.root}/{BEST_DIR}")
+        click.echo(f"\nresults: {experiment.root}/results.parquet")
     click.echo(f"TensorBoard: textune tensorboard {experiment.root}")
     # Trials the searcher had not created yet when the run stopped (Ctrl-C, time budget) count as unfinished.
     unfinished = counts.get("unfinished", 0) + max(0, spec.expected_trials - len(results.trials))
