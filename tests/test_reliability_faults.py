@@ -183,11 +183,14 @@ def test_worker_node_loss_resumes_trials_from_their_checkpoints(cluster: Any, tm
     lost = trials[trials["failures"] > 0]
     assert len(lost) >= 1, "no trial ran on the killed node"
     assert trials["node_id"].nunique() == 1  # every trial ended on the surviving worker
-    restarted = restarts(results.evaluations)
-    assert set(restarted["trial_id"]) == set(lost["trial_id"])
     # Each restart continued from the last evaluation it had reported: not from scratch, and only the
-    # interval in flight (under one evaluation interval) was trained again.
+    # interval in flight (under one evaluation interval) was trained again. (Ray's result log can miss the rows
+    # a killed node reported last, so a restart is judged by the reports after it.)
+    restarted = restarts(results.evaluations)
+    assert set(restarted["trial_id"]) <= set(lost["trial_id"])
     assert (restarted["restored_from_tokens"] > 0).all() and (restarted["tokens_redone"] == 0).all(), restarted
     for trial_id in lost["trial_id"]:
-        tokens = list(history(results, trial_id)["tokens"])
-        assert tokens == [eval_every * (k + 1) for k in range(evaluations_per_trial)], tokens
+        evaluations = history(results, trial_id)
+        tokens = list(evaluations["tokens"])
+        assert tokens == sorted(set(tokens)) and tokens[-1] == eval_every * evaluations_per_trial, tokens
+        assert evaluations["restored_from_tokens"].iloc[-1] > 0, "the trial started again from scratch"
