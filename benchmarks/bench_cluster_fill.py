@@ -8,14 +8,19 @@ Measured twice in the same run, each on a fresh cluster:
   pending-trial limit raised to it (:func:`cluster.resources.raise_pending_trial_limit`);
 - the baseline: Ray Tune's defaults for HyperOpt (no concurrency limit, hence one pending trial at a time).
 
+Before both, the run measures the machine's floor: the seconds it needs for as many fresh Python processes as
+there are slots to import Ray Tune, which every trial worker does before its trial can start; they run as
+many at a time as the machine has cores (started all at once, 32 of them took 294 s on 2 cores, against
+53-75 s one per core).
+
 Figures: seconds from ``Tuner.fit()`` until every slot ran a trial ("fill"), and slot utilization: the
 seconds trials spent inside the trainable / (slots x seconds from ``fit()`` until the last trial ended).
 
     .venv/bin/python -m benchmarks.bench_cluster_fill [--workers 4 --gpus-per-worker 8 --duration 300]
 
 The default is the full scale of the goal (32 slots, 5 minutes per search). On 2 cores, 32 trial processes
-starting at once measure the machine's process start rather than the scheduling; ``--workers 2
---gpus-per-worker 4`` is the smaller cluster earlier figures used.
+starting at once measure the machine's process start rather than the scheduling (the floor says how much);
+``--workers 2 --gpus-per-worker 4`` is the smaller cluster earlier figures used.
 
 Run it in a loopback-only network namespace (as ``make bench`` does).
 """
@@ -25,8 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +49,18 @@ def sleep_trial(config: dict[str, Any]) -> None:
     for step in range(1, config["steps"] + 1):
         time.sleep(config["step_s"])
         tune.report({"tokens": step, "val_bpc": config["x"] / step, "started": started, "now": time.time()})
+
+
+def import_floor(processes: int) -> float:
+    """Seconds until ``processes`` fresh Python processes, one per core at a time, have each imported Ray Tune."""
+    def import_once(_: int) -> int:
+        return subprocess.run([sys.executable, "-c", "import ray.tune"], check=False).returncode
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        if any(pool.map(import_once, range(processes))):
+            raise RuntimeError("a process importing ray.tune failed; see its error above")
+    return time.perf_counter() - started
 
 
 def run_search(slots: int, duration_s: float, step_s: float, textune_settings: bool) -> dict[str, float]:
@@ -103,11 +123,12 @@ def main() -> None:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
     machine = f"{machine_description()}, {load_note()}"  # other work slows process starts: say how busy
+    floor_s = import_floor(args.workers * args.gpus_per_worker)
     textune = measure(args, textune_settings=True)
     baseline = measure(args, textune_settings=False)
     figures = {"workers": args.workers, "gpus_per_worker": args.gpus_per_worker, "slots": textune["slots"],
                "trial_s": 4 * args.step_s, "duration_s": args.duration, "textune": textune, "baseline": baseline,
-               "machine": machine}
+               "import_floor_s": floor_s, "machine": machine}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_cluster_fill.json").write_text(json.dumps(figures, indent=2))
     command = (f".venv/bin/python -m benchmarks.bench_cluster_fill --workers {args.workers} --gpus-per-worker "
@@ -116,7 +137,8 @@ def main() -> None:
           f"HyperOpt + ASHA, {4 * args.step_s:g} s sleep trials, {args.duration:g} s | all slots busy after "
           f"{textune['fill_s']:.1f} s; utilization {100 * textune['utilization']:.0f}% ({textune['trials']} trials) "
           f"| Ray Tune defaults: fill {baseline['fill_s']:.1f} s, utilization {100 * baseline['utilization']:.0f}% "
-          f"({baseline['trials']} trials) | `{command}` | {figures['machine']} |")
+          f"({baseline['trials']} trials); machine floor: {textune['slots']} processes importing Ray Tune, one per "
+          f"core at a time, {floor_s:.1f} s | `{command}` | {figures['machine']} |")
 
 
 if __name__ == "__main__":

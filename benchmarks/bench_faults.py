@@ -294,7 +294,8 @@ def markdown_row(record: dict[str, Any], machine: str) -> str:
             f"{record['survived']} of {record['injected']} faults "
             f"survived; trials lost {record['trials_lost']} of {record['trials_expected']}; duplicated "
             f"evaluations {record['duplicated_evaluations']}; progress lost per hit trial "
-            f"{record['lost_tokens']} tokens (worst {worst:.2f} intervals; {record['note']}) | goals: 0 trials lost, ≤ 1 interval "
+            f"{record['lost_tokens']} tokens (worst {worst:.2f} intervals; {record['note']}) | "
+            f"goals: 0 trials lost, ≤ 1 interval "
             f"| `.venv/bin/python -m benchmarks.bench_faults` (loopback namespace) | {machine} |")
 
 

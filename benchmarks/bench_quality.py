@@ -67,7 +67,8 @@ def main() -> None:
                "load_average": os.getloadavg(), "machine": machine_description()}
     write_result("bench_quality", figures)
     print(f"| quality: best val loss of the default small config on tinyshakespeare (90/5/5 chars) in "
-          f"{seconds / 60:.1f} min on CPU ({figures['threads']} thread(s)) | {best_nats_per_char:.3f} nats/char ({result.best_val_bpc:.3f} bits/char, "
+          f"{seconds / 60:.1f} min on CPU ({figures['threads']} thread(s)) | {best_nats_per_char:.3f} nats/char "
+          f"({result.best_val_bpc:.3f} bits/char, "
           f"{result.tokens / 1e6:.1f}M tokens) | nanoGPT CPU shakespeare_char: {NANOGPT_CPU_VAL_LOSS} (90/10 split, "
           f"published) | `.venv/bin/python -m benchmarks.bench_quality` | {figures['machine']}, load average "
           f"{figures['load_average'][0]:.1f} |")

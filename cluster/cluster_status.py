@@ -26,7 +26,7 @@ class ClusterSummary:
     nodes: list[NodeSummary]
     total: dict[str, float]
     available: dict[str, float]
-    running_trials: int | None  # None when Ray's state API (served by the dashboard) did not answer
+    running_trials: int | None  # None when the actor table could not be read
     running_trials_unknown_because: str = ""
 
 
@@ -41,22 +41,23 @@ def summarize_cluster() -> ClusterSummary:
     summary = ClusterSummary(nodes=list(nodes.values()), total=dict(ray.cluster_resources()),
                              available=dict(ray.available_resources()), running_trials=None)
     try:
-        from ray.util.state import list_actors
+        from ray._private import state as gcs_state
 
-        # The connected cluster's address: without it the state API guesses, and fails with several clusters.
-        actors = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")],
-                             limit=10_000, raise_on_missing_output=False)
-    except Exception as exc:  # noqa: BLE001 - the state API is optional; the rest of the summary stands
-        # No dashboard, or one too busy to answer within the timeout: say which, not just "unknown".
-        log.debug("no actor list: %s", exc)
+        # The GCS's actor table, read over this process's own connection. Ray's state API (ray.util.state)
+        # serves the same table through the dashboard, which adds a server in between that answered with no
+        # actors at all while two trials ran on a busy cluster.
+        actors = list(gcs_state.actors(actor_state_name="ALIVE").values())
+    except Exception as exc:  # noqa: BLE001 - the count is optional; the rest of the summary stands
+        log.debug("no actor table: %s", exc)
         first_line = (str(exc).splitlines() or [""])[0][:200]
         summary.running_trials_unknown_because = f"{type(exc).__name__} {first_line}".strip()
         return summary
-    trials = [actor for actor in actors if _is_trial(actor.class_name)]
+    trials = [actor for actor in actors if _is_trial(actor["ActorClassName"])]
     summary.running_trials = len(trials)
     for actor in trials:
-        if actor.node_id in nodes:
-            nodes[actor.node_id].running_trials += 1
+        node_id = actor["Address"]["NodeID"]
+        if node_id in nodes:
+            nodes[node_id].running_trials += 1
     return summary
 
 
@@ -69,7 +70,7 @@ def format_summary(summary: ClusterSummary) -> str:
     lines = [f"{len(summary.nodes)} node(s); free / total: " + ", ".join(
         f"{name} {_amount(name, summary.available.get(name, 0))}/{_amount(name, summary.total.get(name, 0))}"
         for name in SHOWN_RESOURCES)]
-    running = (f"unknown (Ray's state API did not answer: {summary.running_trials_unknown_because})"
+    running = (f"unknown (the actor table could not be read: {summary.running_trials_unknown_because})"
                if summary.running_trials is None else summary.running_trials)
     lines.append(f"running trials: {running}")
     lines.append("node                 role    CPU   GPU   trials")

@@ -219,22 +219,26 @@ def _private_token() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
-            dashboard: bool = False, **init_options: Any) -> Iterator[ClusterAddress]:
+def connect(address: str | ClusterAddress | None = None, *, num_cpus: int | None = None,
+            num_gpus: int | None = None, dashboard: bool = False,
+            **init_options: Any) -> Iterator[ClusterAddress]:
     """``ray.init`` for ``address``; shuts Ray down on exit if this call started the connection.
 
-    ``num_cpus``/``num_gpus``/``dashboard`` shape an embedded local Ray and are ignored for a cluster
-    address (a cluster declares its own resources). ``init_options`` go to ``ray.init`` unchanged (e.g.
-    ``runtime_env``, ``logging_level``).
+    ``address`` is the user's ``--address``, or a :class:`ClusterAddress` the caller already resolved and
+    passed through :func:`check_connectable` (so it is not probed twice). ``num_cpus``/``num_gpus``/
+    ``dashboard`` shape an embedded local Ray and are ignored for a cluster address (a cluster declares its
+    own resources). ``init_options`` go to ``ray.init`` unchanged (e.g. ``runtime_env``, ``logging_level``).
     """
     import ray
 
-    resolved = resolve_address(address)
+    checked = isinstance(address, ClusterAddress)
+    resolved = address if isinstance(address, ClusterAddress) else resolve_address(address)
     if ray.is_initialized():
         # A caller (or a Ray job's driver) already connected this process: use that connection as is.
         yield resolved
         return
-    check_connectable(resolved)
+    if not checked:
+        check_connectable(resolved)
     with contextlib.ExitStack() as session:
         starting: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if resolved.gcs_address is None:

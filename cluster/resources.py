@@ -1,7 +1,8 @@
 """How many trials a connected cluster runs at once, and making Ray Tune fill it quickly.
 
 A trial lives on one node, so slots are counted per node (4 GPUs on each of two nodes hold two 3-GPU
-trials, not two and two thirds) and summed. Call these after :func:`cluster.connection.connect`.
+trials, not two and two thirds) and summed. Call these after :func:`cluster.connection.connect` (or give
+the nodes: :func:`this_machine_resources` is the node an embedded Ray will have).
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ def alive_node_resources() -> list[dict[str, float]]:
     import ray
 
     return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+
+
+def this_machine_resources() -> dict[str, float]:
+    """The resources an embedded local Ray would give its one node, found as Ray finds them (CPUs within the
+    process's limits, visible GPUs), without starting it."""
+    from ray._private.resource_and_label_spec import ResourceAndLabelSpec
+
+    spec = ResourceAndLabelSpec().resolve(is_head=True, node_ip_address="127.0.0.1")
+    return {"CPU": float(spec.num_cpus), "GPU": float(spec.num_gpus)}
 
 
 def trials_per_node(resources: Mapping[str, float], gpus_per_trial: float, cpus_per_trial: float) -> int:

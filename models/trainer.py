@@ -84,7 +84,10 @@ class Trainer:
         """Optimiser steps until ``target_tokens``; (mean train loss over them, seconds spent)."""
         config = self.config
         self.model.train()
-        loss_sum, micro_batches = 0.0, 0
+        # Summed where it is computed and read once per call: reading it every step (loss.item()) would make
+        # the CPU wait for a GPU at every step instead of queueing the next one. So a divergence is caught at
+        # the end of the interval, at most one evaluation interval late.
+        loss_sum, micro_batches = torch.zeros((), device=self.device), 0
         started = time.perf_counter()
         while self.tokens < target_tokens:
             lr = lr_at(self.tokens, config)
@@ -92,10 +95,7 @@ class Trainer:
             for _ in range(config.grad_accum):
                 loss = self.loss(*self._batch("train"))
                 (loss / config.grad_accum).backward()
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise Diverged(f"training loss became {value} at {self.tokens} tokens")
-                loss_sum += value
+                loss_sum += loss.detach()
                 micro_batches += 1
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
@@ -104,9 +104,10 @@ class Trainer:
             self.step += 1
             self.tokens += config.tokens_per_step
             on_step(self.tokens)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        return loss_sum / max(1, micro_batches), time.perf_counter() - started
+        mean_loss = loss_sum.item() / max(1, micro_batches)  # waits for the device's queued work
+        if not math.isfinite(mean_loss):
+            raise Diverged(f"training loss became {mean_loss} by {self.tokens} tokens")
+        return mean_loss, time.perf_counter() - started
 
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> float:

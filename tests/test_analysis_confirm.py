@@ -1,19 +1,27 @@
-"""``textune confirm`` on a real finished search: the top configs re-trained over seeds x folds on a real Ray,
-the summary and its paired test, a rerun that trains nothing, and every bad input refused before Ray starts."""
+"""``textune confirm`` on a real finished search: the top configs re-trained over seeds x folds on a real Ray
+(interrupted with Ctrl-C and continued by running the command again), the summary and its paired test, a rerun
+that trains nothing, and every bad input refused before Ray starts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import assert_user_error, run_textune
+from conftest import REPO_ROOT, assert_user_error, run_textune
+from test_tune_resume import completed_trials
 from tune_jobs.cli.main import main
 
 # The session's finished_experiment may be created by this module (Ray start-up dominates on a busy machine).
@@ -29,16 +37,58 @@ def copy_of(experiment: Path, parent: Path) -> Path:
     return copy
 
 
+class Confirmed(NamedTuple):
+    experiment: Path
+    result: subprocess.CompletedProcess[str]  # of the command that completed the confirmation
+    interrupted_output: str  # of the first command, stopped with Ctrl-C
+    # Runs the interrupted command saved as finished -> (reports, final val_bpc), as test_tune_resume counts them.
+    finished_before: dict[str, tuple[int, float]]
+
+
+def saved_as_finished(confirm_dir: Path) -> set[str]:
+    """Run directories that Ray Tune's newest saved experiment state records as terminated: continuing restores
+    those as they are. (A run whose end raced the interruption may have reported it without being saved as
+    terminated; it may train its last interval again, docs/reliability.md.) Empty while the state is copied."""
+    states = sorted(confirm_dir.glob("experiment_state-*.json"))  # the names sort by their start time
+    try:
+        trials = [json.loads(trial) for trial, _ in json.loads(states[-1].read_text())["trial_data"]] if states else []
+    except json.JSONDecodeError:
+        return set()
+    return {f"trial_{trial['trial_id']}" for trial in trials if trial["status"] == "TERMINATED"}
+
+
 @pytest.fixture(scope="module")
-def confirmed(finished_experiment: Path, tmp_path_factory: pytest.TempPathFactory
-              ) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """A copy of the finished search, confirmed once through the real CLI (top-k 2, seeds 2, folds 2)."""
+def confirmed(finished_experiment: Path, tmp_path_factory: pytest.TempPathFactory) -> Confirmed:
+    """A copy of the finished search, confirmed through the real CLI (top-k 2, seeds 2, folds 2) the way an
+    impatient user would: Ctrl-C once the first run has finished, then the same command again, which completes
+    it. The interruption costs one more Ray start; the runs themselves are trained once."""
     experiment = copy_of(finished_experiment, tmp_path_factory.mktemp("confirmed"))
     cache = tmp_path_factory.mktemp("confirm-cache")  # module scope: the per-test isolated cache is not set yet
-    result = run_textune("confirm", str(experiment), *OPTIONS, timeout=400,
-                         env={"TEXTUNE_CACHE_DIR": str(cache), "RAY_USAGE_STATS_ENABLED": "0"})
+    env = {"TEXTUNE_CACHE_DIR": str(cache), "RAY_USAGE_STATS_ENABLED": "0"}
+    log = tmp_path_factory.mktemp("interrupted") / "output.txt"  # a file: Ray Tune's tables could fill a pipe
+    with log.open("w") as output:
+        # A session of its own, so whatever the driver leaves behind can be stopped with it.
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "tune_jobs.cli.main", "confirm", str(experiment), *OPTIONS], cwd=REPO_ROOT,
+            env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not saved_as_finished(experiment / "confirm"):
+            assert driver.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no confirmation run finished in time"
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGINT)
+        driver.wait(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    saved = saved_as_finished(experiment / "confirm")
+    finished_before = {run: reports for run, reports in completed_trials(experiment / "confirm").items()
+                       if run in saved}
+    result = run_textune("confirm", str(experiment), *OPTIONS, timeout=400, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return experiment, result
+    return Confirmed(experiment, result, log.read_text(), finished_before)
 
 
 def run_states(experiment: Path) -> dict[str, int]:
@@ -49,9 +99,8 @@ def run_states(experiment: Path) -> dict[str, int]:
     return runs
 
 
-def test_confirm_retrains_the_top_configs_over_seeds_and_folds(confirmed: tuple[Path, subprocess.CompletedProcess]
-                                                              ) -> None:
-    experiment, result = confirmed
+def test_confirm_retrains_the_top_configs_over_seeds_and_folds(confirmed: Confirmed) -> None:
+    experiment, result = confirmed.experiment, confirmed.result
     summary = json.loads((experiment / "analysis" / "confirm.json").read_text())
     search = pd.read_parquet(experiment / "results.parquet")
     top = search[search["best_metric"].map(math.isfinite)].head(TOP_K)
@@ -86,9 +135,22 @@ def test_confirm_retrains_the_top_configs_over_seeds_and_folds(confirmed: tuple[
     assert "paired t-test" in result.stdout and best["trial_id"] in result.stdout
 
 
-def test_rerunning_a_finished_confirmation_trains_nothing(confirmed: tuple[Path, subprocess.CompletedProcess]
-                                                          ) -> None:
-    experiment, first = confirmed
+def test_an_interrupted_confirmation_continues_without_retraining_finished_runs(confirmed: Confirmed) -> None:
+    planned = TOP_K * SEEDS * FOLDS
+    assert 1 <= len(confirmed.finished_before) < planned, confirmed.interrupted_output[-3000:]
+    # Stopped early, it summarised nothing and said how to continue.
+    assert "confirmation run(s) unfinished" in confirmed.interrupted_output
+    assert f"continue with: textune confirm {confirmed.experiment}" in confirmed.interrupted_output
+    after = completed_trials(confirmed.experiment / "confirm")
+    assert len(after) == planned
+    # A finished run's reports are exactly those it had: it was not trained again.
+    assert {name: after[name] for name in confirmed.finished_before} == confirmed.finished_before
+    runs = pd.read_parquet(confirmed.experiment / "confirm" / "results.parquet")
+    assert len(runs) == planned and runs["trial_id"].is_unique
+
+
+def test_rerunning_a_finished_confirmation_trains_nothing(confirmed: Confirmed) -> None:
+    experiment, first = confirmed.experiment, confirmed.result
     before = run_states(experiment)
     summary = (experiment / "analysis" / "confirm.json").read_text()
     again = run_textune("confirm", str(experiment), *OPTIONS, timeout=120)
@@ -98,9 +160,9 @@ def test_rerunning_a_finished_confirmation_trains_nothing(confirmed: tuple[Path,
     assert again.stdout.splitlines()[-4:] == first.stdout.splitlines()[-4:]  # the same table and verdict
 
 
-def test_other_options_do_not_overwrite_a_confirmation(confirmed: tuple[Path, subprocess.CompletedProcess],
+def test_other_options_do_not_overwrite_a_confirmation(confirmed: Confirmed,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    experiment, _ = confirmed
+    experiment = confirmed.experiment
     before = run_states(experiment)
     assert_user_error(cli("confirm", str(experiment), "--top-k", "2", "--seeds", "3", capsys=capsys),
                       "holds a confirmation run with other settings", "seeds 2, folds 2", "does not overwrite")

@@ -95,6 +95,9 @@ def test_ranking_shares_and_curves_follow_the_known_function(tmp_path: Path) -> 
     chance = {share.param: share.chance_share for share in report.importance}
     assert shares["lr"] > 0.7 and shares["ignored_knob"] < 0.02
     assert shares["lr"] > chance["lr"] > 0
+    assert [share.param for share in report.importance if share.beyond_chance] == ["lr", "batch_size", "n_layers"]
+    assert all(share.share_above_chance == pytest.approx(max(0.0, share.share - share.chance_share))
+               for share in report.importance)
     assert 0.9 < sum(shares.values()) <= 1.0  # an additive function: next to nothing in interactions
     assert report.n_trials == 120 and report.oob_r2 > 0.5 and "tokens / 400,000" in report.budget_rule
     lr = report.main_effects["lr"]
@@ -164,6 +167,7 @@ def test_cli_json_on_a_real_search_with_a_control_knob(experiment_copy: Path) ->
     assert "ignored_knob" in searched  # sampled and recorded like any other hyperparameter, never trained with
     assert "ignored_knob" not in json.loads((experiment_copy / "best" / "meta.json").read_text())["config"]
     assert 0 <= sum(share.share for share in report.importance) <= 1 + 1e-9
-    assert all(0 <= share.chance_share <= 1 for share in report.importance)
+    assert all(0 <= share.chance_share <= 1 and 0 <= share.share_above_chance <= share.share
+               for share in report.importance)
     assert report.n_trials == trials["status"].isin(["completed", "early_stopped", "diverged", "oom"]).sum()
     assert len(report.interactions) == 3

@@ -99,13 +99,16 @@ def test_driver_loss_then_resume_finishes_the_rest(tmp_path: Path, stop_signal: 
     assert trials["trial_id"].is_unique
     evaluations = pd.read_parquet(experiment / "evaluations.parquet")
     # A trial whose report raced the driver's end goes back to the checkpoint the last snapshot knew and trains
-    # that interval again (docs/reliability.md): at most one evaluation of one unfinished trial is recorded twice.
+    # that interval again (docs/reliability.md): at most one evaluation of one trial is recorded twice. That
+    # report may have been the trial's last (recorded, its end not yet in Ray's snapshot); exact resume then
+    # gives the same final result. Every other finished trial is untouched.
     repeated = evaluations[evaluations.duplicated(["trial_id", "tokens"])]
     assert len(repeated) <= 1, repeated[["trial_id", "tokens"]]
     repeated_dirs = {f"trial_{trial_id}" for trial_id in repeated["trial_id"]}
-    assert not repeated_dirs & set(finished_before), "a finished trial ran again"
     after = completed_trials(experiment)
-    assert {name: after[name] for name in finished_before} == finished_before, "a finished trial ran again"
+    changed = {name for name in finished_before if after[name] != finished_before[name]}
+    assert changed <= repeated_dirs, f"a finished trial ran again: {changed}"
+    assert all(math.isclose(after[name][1], finished_before[name][1]) for name in finished_before)
     losses = searcher_losses(spec, experiment)
     assert len(losses) == TRIALS and all(any(math.isclose(loss, bpc) for loss in losses) for bpc in finished_bpc)
     assert (experiment / "best" / "meta.json").is_file()

@@ -85,8 +85,10 @@ def session_summaries(hparams: dict[str, Any], status: str) -> tuple[summary_pb2
         else:
             start.hparams[name].string_value = str(value)
     end = plugin_data_pb2.SessionEndInfo(status=SESSION_STATUS[status], end_time_secs=time.time())
-    return (_plugin_summary(metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start)),
-            _plugin_summary(metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end)))
+    start_data = plugin_data_pb2.HParamsPluginData(session_start_info=start)
+    end_data = plugin_data_pb2.HParamsPluginData(session_end_info=end)
+    return (_plugin_summary(metadata.SESSION_START_INFO_TAG, start_data),
+            _plugin_summary(metadata.SESSION_END_INFO_TAG, end_data))
 
 
 def _write(directory: Path, summaries: list[tuple[int, summary_pb2.Summary]]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pyarrow.fs
 import yaml
@@ -22,6 +22,9 @@ from tune_jobs.space import to_param_space
 from tune_jobs.spec import JobSpec, check_trial_configs, fixed_trial_params, load_saved_spec
 from tune_jobs.time_budget import InterruptAtDeadline, interrupts_at_deadline
 from tune_jobs.trainable import build_trainable
+
+if TYPE_CHECKING:
+    from cluster.connection import ClusterAddress
 
 
 @contextlib.contextmanager
@@ -55,11 +58,13 @@ def _run_config(spec: JobSpec, experiment: Experiment) -> Any:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from cluster.atomic_local_fs import for_ray_tune
+
     filesystem, path = experiment.filesystem()
     reporter = tune.CLIReporter(metric_columns=[TIME_ATTR, spec.metric],
                                 parameter_columns=list(spec.space), max_report_frequency=10)
     return tune.RunConfig(
-        name=spec.name, storage_path=path.rsplit("/", 1)[0], storage_filesystem=filesystem,
+        name=spec.name, storage_path=path.rsplit("/", 1)[0], storage_filesystem=for_ray_tune(filesystem),
         progress_reporter=reporter, verbose=1, callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
                                                           *_deadline_callbacks(spec)],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints,
@@ -68,19 +73,26 @@ def _run_config(spec: JobSpec, experiment: Experiment) -> Any:
         failure_config=tune.FailureConfig(max_failures=spec.max_failures))
 
 
-def _prepare_before_ray(spec: JobSpec, address: str | None) -> Path:
-    """Check the address (its form; for a cluster, that it answers and takes this process's token), then
-    prepare the dataset (a cache hit when prepared before), all before Ray starts: a wrong --address fails in
-    seconds, ahead of a possibly long preparation, and a bad data source without Ray's start-up first."""
+def _prepare_before_ray(spec: JobSpec, address: str | None) -> tuple[ClusterAddress, Path]:
+    """Check the address (its form; for a cluster, that it answers and takes this process's token; for an
+    embedded Ray, that this machine can host a trial), then prepare the dataset (a cache hit when prepared
+    before), all before Ray starts: a wrong --address or a GPU job on a machine without GPUs fails in seconds,
+    ahead of a possibly long preparation, and a bad data source without Ray's start-up first.
+
+    Returns the checked address, for :func:`cluster.connection.connect`, and the dataset directory.
+    """
     import ray
 
     from cluster.connection import check_connectable, resolve_address
+    from cluster.resources import check_trial_fits, this_machine_resources
     from data_pipeline.prepare import prepare_dataset
 
     resolved = resolve_address(address)
     if not ray.is_initialized():  # as in connect: a connection this process already has is used as it is
         check_connectable(resolved)
-    return prepare_dataset(spec.data)
+        if resolved.gcs_address is None:  # an embedded Ray gets this machine's resources: would a trial fit?
+            check_trial_fits(spec.resources.gpu, spec.resources.cpu, [this_machine_resources()])
+    return resolved, prepare_dataset(spec.data)
 
 
 def _deadline_callbacks(spec: JobSpec) -> list[Any]:
@@ -144,11 +156,11 @@ def run_job(spec: JobSpec, address: str | None = None) -> Experiment:
                            f"Continue it with: textune resume {experiment.root} (or textune run ... --resume), "
                            "or start a new one with --name NEW_NAME.")
     open_storage(spec.storage, spec.storage_options)  # writable, before anything starts
-    dataset_dir = _prepare_before_ray(spec, address)
+    checked_address, dataset_dir = _prepare_before_ray(spec, address)
     points = _points_to_evaluate(spec)
     _configure_tune_output()
     # Trials report through Ray Tune; their own console output would break up the progress table.
-    with connect(address, log_to_driver=False), trial_slots(spec) as slots:
+    with connect(checked_address, log_to_driver=False), trial_slots(spec) as slots:
         trainable = _trainable(spec, experiment, dataset_dir)
         _save_spec(spec, experiment)
         tuner = tune.Tuner(
@@ -167,15 +179,16 @@ def resume_job(experiment: Experiment, address: str | None = None) -> JobSpec:
     """Continue an experiment: unfinished and errored trials, with the searcher's and scheduler's state."""
     from ray import tune
 
+    from cluster.atomic_local_fs import for_ray_tune
     from cluster.connection import connect
 
     spec = load_saved_spec(experiment)
     check_trial_configs(spec, f"saved job spec {experiment.root}/{SPEC_FILE}")
-    dataset_dir = _prepare_before_ray(spec, address)
+    checked_address, dataset_dir = _prepare_before_ray(spec, address)
     _configure_tune_output()
     filesystem, path = experiment.filesystem()
-    with connect(address, log_to_driver=False), trial_slots(spec):
+    with connect(checked_address, log_to_driver=False), trial_slots(spec):
         tuner = tune.Tuner.restore(path, _trainable(spec, experiment, dataset_dir), resume_unfinished=True,
-                                   resume_errored=True, storage_filesystem=filesystem)
+                                   resume_errored=True, storage_filesystem=for_ray_tune(filesystem))
         tuner.fit()
     return spec

@@ -124,6 +124,12 @@ class ForestAnova:
         totals = np.array([variance for _, variance in self.varying])  # (T,)
         return (self._main_variances() / totals[:, None]).mean(axis=0)
 
+    def main_effect_share(self, feature: int) -> float:
+        """One feature's entry of :meth:`main_effect_shares`, without computing the others'."""
+        if not self.varying:
+            return 0.0
+        return float(np.mean([p.marginal_variance((feature,)) / variance for p, variance in self.varying]))
+
     def interaction_share(self, first: int, second: int) -> float:
         """The share of the variance that the pair explains beyond its two main effects."""
         if not self.varying:

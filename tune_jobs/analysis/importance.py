@@ -29,18 +29,24 @@ FINISHED = ("completed", "early_stopped", *TRAINER_FAILURES)
 TOP_INTERACTIONS = 3
 # A forest of this size fits 500 trials in well under a second; more trees barely move the shares.
 N_TREES = 64
-# The chance level: shares of forests fitted to the metric shuffled across trials. 8 shuffles of 16 trees
-# average over as many trees as the real forest has, at twice its cost.
+# The chance level of a hyperparameter: its share in forests fitted with its values shuffled across the trials.
+# 8 shuffles of 8 trees per hyperparameter: as many trees as the real forest has, and enough shuffles that a
+# share above all of them is unlikely by chance (at most 1 in 9).
 NULL_SHUFFLES = 8
-NULL_TREES = 16
+NULL_TREES = 8
 
 
 class ParamShare(StrictModel):
     param: str
     share: float  # of the surrogate's variance, explained by this hyperparameter alone
-    # What the same analysis gives this hyperparameter when the metric is shuffled across the trials: a share
-    # at or below it is indistinguishable from chance with this many trials.
+    # What the same analysis gives this hyperparameter, on average, when its values are shuffled across the
+    # trials (the rest kept): what a hyperparameter of its shape that cannot matter would get from this search.
     chance_share: float
+    # max(0, share - chance_share): the share corrected for what the hyperparameter's values soak up by chance
+    # (docs/analysis.md); conservative for a hyperparameter that matters.
+    share_above_chance: float
+    # The share exceeds the hyperparameter's share in every shuffle: a one-sided permutation test, p <= 1/9.
+    beyond_chance: bool
 
 
 class MainEffect(StrictModel):
@@ -128,7 +134,8 @@ def analyze_importance(trials: pd.DataFrame, spec: JobSpec, seed: int = 0) -> Im
     forest.fit(features, rows.values, sample_weight=rows.weights)
     anova = ForestAnova(forest, bounds)
     shares = anova.main_effect_shares()
-    chance = chance_shares(features, rows.values, rows.weights, bounds, seed)
+    chance = chance_shares(features, rows.values, rows.weights, bounds, seed)  # (S, d)
+    chance_mean = chance.mean(axis=0)  # (d,)
     order = np.argsort(-shares, kind="stable")
     top = [int(i) for i in order[:TOP_INTERACTIONS]]
     interactions = sorted((Interaction(params=[axes[i].name, axes[j].name], share=anova.interaction_share(i, j))
@@ -136,32 +143,37 @@ def analyze_importance(trials: pd.DataFrame, spec: JobSpec, seed: int = 0) -> Im
     return ImportanceReport(
         metric=spec.metric, mode=spec.mode, n_trials=len(rows.values), budget_rule=rows.rule,
         oob_r2=float(forest.oob_score_),
-        importance=[ParamShare(param=axes[i].name, share=float(shares[i]), chance_share=float(chance[i]))
-                    for i in order],
+        importance=[ParamShare(param=axes[i].name, share=float(shares[i]), chance_share=float(chance_mean[i]),
+                               share_above_chance=max(0.0, float(shares[i] - chance_mean[i])),
+                               beyond_chance=bool(shares[i] > chance[:, i].max())) for i in order],
         main_effects={axes[i].name: _main_effect(anova, axes[i], int(i)) for i in order},
         interactions=interactions)
 
 
 def chance_shares(features: np.ndarray, values: np.ndarray, weights: np.ndarray, bounds: np.ndarray,
                   seed: int) -> np.ndarray:
-    """(d,) each feature's mean main-effect share over forests fitted to the values shuffled across trials.
+    """(S, d) each feature's main-effect share in S forests, each fitted with that feature shuffled across trials.
 
     A forest fitted to a few dozen trials explains noise too, and a continuous hyperparameter, with a split
     point between every pair of trials, soaks up more of it than a two-valued choice: with 16 trials a knob
-    that cannot matter gets a share of several percent. Shuffling breaks every link between config and
-    metric and keeps everything else (the configs, the values, the weights), so this is the share each
-    hyperparameter gets from chance alone.
+    that cannot matter gets a share of several percent. Shuffling one feature's column breaks its link to the
+    metric and keeps everything else: its values (so as many split points), the other hyperparameters' effects
+    and the noise they leave. Its share there is what a hyperparameter of the same shape that the trainer
+    ignored would get from this very search. (Shuffling the metric instead would remove the others' effects
+    too, leaving only noise to share out: that inflates every continuous hyperparameter's chance level.)
     """
     from sklearn.ensemble import RandomForestRegressor
 
     rng = np.random.default_rng(seed)
-    shares = []
-    for shuffle in range(NULL_SHUFFLES):
-        order = rng.permutation(len(values))  # a trial's value and its weight move together
-        forest = RandomForestRegressor(n_estimators=NULL_TREES, random_state=seed + 1 + shuffle)
-        forest.fit(features, values[order], sample_weight=weights[order])
-        shares.append(ForestAnova(forest, bounds).main_effect_shares())
-    return np.mean(shares, axis=0)
+    chance = np.zeros((NULL_SHUFFLES, features.shape[1]))
+    for feature in range(features.shape[1]):
+        for shuffle in range(NULL_SHUFFLES):
+            shuffled = features.copy()  # (N, d)
+            shuffled[:, feature] = rng.permutation(features[:, feature])
+            forest = RandomForestRegressor(n_estimators=NULL_TREES, random_state=seed + 1 + shuffle)
+            forest.fit(shuffled, values, sample_weight=weights)
+            chance[shuffle, feature] = ForestAnova(forest, bounds).main_effect_share(feature)
+    return chance
 
 
 def _main_effect(anova: ForestAnova, axis: ParamAxis, feature: int) -> MainEffect:

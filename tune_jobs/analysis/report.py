@@ -24,6 +24,9 @@ from tune_jobs.results import best_trial, read_evaluations, read_trials
 
 REPORT_DIR = "report"
 INDEX_FILE = "index.html"
+# What the best-so-far figure orders the evaluations by. Every search of this version records them; an
+# experiment without them still gets the rest of the report.
+TIMING_COLUMNS = ("timestamp", "time_total_s")
 
 
 def build_content(experiment: Experiment, quality: QualityConfig) -> ReportContent:
@@ -41,15 +44,25 @@ def build_content(experiment: Experiment, quality: QualityConfig) -> ReportConte
     importance = read_analysis(experiment, IMPORTANCE_FILE)
     drawn = {
         "learning_curves": figures.learning_curves(evaluations, trials, rung_milestones(spec), floor),
-        "best_so_far": figures.best_so_far(evaluations, spec.metric, spec.mode, devices_per_trial(spec.resources),
-                                           UNIT_NAMES[str(trials["device_kind"].iloc[0])], floor),
         "parallel_coordinates": figures.parallel_coordinates(trials, spec.space, spec.metric, spec.mode),
     }
+    not_drawn: dict[str, str] = {}
+    untimed = [column for column in TIMING_COLUMNS if column not in evaluations]
+    if untimed:
+        not_drawn["best_so_far"] = (
+            f"Not drawn: the evaluations table has no {' or '.join(untimed)} column (an experiment written by an "
+            "older textune, or by other tools), so when each evaluation happened, and what the search had spent "
+            "by then, is unknown.")
+    else:
+        drawn["best_so_far"] = figures.best_so_far(evaluations, spec.metric, spec.mode,
+                                                   devices_per_trial(spec.resources),
+                                                   UNIT_NAMES[str(trials["device_kind"].iloc[0])], floor)
     if importance is not None:
         drawn["importance"] = figures.importance_chart(importance)
     return ReportContent(name=spec.name, metric=spec.metric, mode=spec.mode, trials=trials,
-                         cost=experiment_cost(trials), figures=drawn, samples=samples, importance=importance,
-                         confirm=read_analysis(experiment, CONFIRM_FILE), experiment_root=experiment.root)
+                         cost=experiment_cost(trials), figures=drawn, not_drawn=not_drawn, samples=samples,
+                         importance=importance, confirm=read_analysis(experiment, CONFIRM_FILE),
+                         experiment_root=experiment.root)
 
 
 def write_report(experiment: Experiment, quality: QualityConfig, out_dir: Path | None = None) -> str:

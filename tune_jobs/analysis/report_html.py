@@ -41,6 +41,7 @@ class ReportContent:
     trials: pd.DataFrame  # best first, with the cost columns
     cost: dict[str, Any]  # tune_jobs.cost.experiment_cost
     figures: dict[str, bytes]  # figure name -> PNG
+    not_drawn: dict[str, str]  # figure name -> why the experiment's tables cannot give it
     samples: dict[str, Any]  # analysis/samples.json
     importance: dict[str, Any] | None  # analysis/importance.json, when analyze has run
     confirm: dict[str, Any] | None  # analysis/confirm.json, when confirm has run
@@ -69,6 +70,13 @@ def describe_config(config: dict[str, Any]) -> str:
 def image(content: ReportContent, name: str, alt: str) -> str:
     encoded = base64.b64encode(content.figures[name]).decode("ascii")
     return f'<img src="data:image/png;base64,{encoded}" alt="{escape(alt)}">'
+
+
+def figure(content: ReportContent, name: str, alt: str) -> str:
+    """The figure, or the reason it is missing."""
+    if name in content.not_drawn:
+        return f'<p class="missing">{escape(content.not_drawn[name])}</p>'
+    return image(content, name, alt)
 
 
 def section(anchor: str, title: str, body: str) -> str:
@@ -160,7 +168,7 @@ def cost_section(content: ReportContent) -> str:
 def render_page(content: ReportContent) -> str:
     sections = [
         section("learning-curves", "Learning curves", image(content, "learning_curves", "learning curves")),
-        section("best-so-far", "Best so far against compute", image(content, "best_so_far", "best so far")),
+        section("best-so-far", "Best so far against compute", figure(content, "best_so_far", "best so far")),
         section("parallel-coordinates", "Configs against the metric",
                 image(content, "parallel_coordinates", "parallel coordinates")),
         section("importance", "Hyperparameter importance", importance_section(content)),

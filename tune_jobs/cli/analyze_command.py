@@ -38,18 +38,19 @@ def analyze(experiment_dir: str, as_json: bool) -> None:
 
 
 def describe(report: "ImportanceReport") -> str:
-    """The importance table: share, a bar, the chance level and where the main-effect curve is best."""
+    """The importance table: share, a bar, the chance level, the share above it and where the main-effect curve
+    is best."""
     width = max(len("(all interactions)"), *(len(share.param) for share in report.importance))
     lines = [f"{report.metric} ({report.mode}) over {report.n_trials} finished trials; the surrogate's "
              f"out-of-bag R² is {report.oob_r2:.2f}",
              f"budget rule: {report.budget_rule}", "",
-             f"{'hyperparameter':<{width}}  share  {'':<{BAR_WIDTH}}  chance  best at"]
+             f"{'hyperparameter':<{width}}  share  {'':<{BAR_WIDTH}}  chance   above  best at"]
     for share in report.importance:
         bar = "█" * round(BAR_WIDTH * share.share)
         best = _best_x(report.main_effects[share.param].x, report.main_effects[share.param].y, report.mode)
-        verdict = "" if share.share > share.chance_share else "  (within chance)"
+        verdict = "" if share.beyond_chance else "  (within chance)"
         lines.append(f"{share.param:<{width}}  {100 * share.share:4.1f}%  {bar:<{BAR_WIDTH}}  "
-                     f"{100 * share.chance_share:5.1f}%  {best}{verdict}")
+                     f"{100 * share.chance_share:5.1f}%  {100 * share.share_above_chance:5.1f}%  {best}{verdict}")
     lines.append(f"{'(all interactions)':<{width}}  {100 * (1 - sum(s.share for s in report.importance)):4.1f}%")
     if report.interactions:
         lines += ["", "pairwise interactions of the top three (beyond their main effects):"]

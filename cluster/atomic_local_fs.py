@@ -1,0 +1,112 @@
+"""Local storage for Ray Tune where every file written appears whole or not at all.
+
+Ray Tune keeps the experiment's state (trial table, searcher state) in a staging directory and copies it onto
+the storage after each snapshot, file by file and in place (``pyarrow.fs.copy_files``). On an object store
+each upload replaces its object in one step, but on a local disk or NFS a driver killed during the copy leaves
+a truncated ``searcher-state-*.pkl`` or ``experiment_state-*.json`` behind, and the experiment can no longer be
+resumed. Through this filesystem each file is written under a hidden temporary name in the same directory and
+renamed over the old one when complete, so a killed copy leaves the previous snapshot intact (and at worst a
+hidden ``.*.partial-*`` file that no Ray pattern matches). Trial checkpoints travel through it too.
+
+Only writes differ from ``pyarrow.fs.LocalFileSystem``; reads, listings and deletes are passed through.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+from typing import Any
+
+import pyarrow
+import pyarrow.fs as pafs
+
+PARTIAL_MARK = ".partial-"
+
+
+class _ReplaceOnClose(io.FileIO):
+    """A new file under a hidden temporary name that becomes ``target`` when closed."""
+
+    def __init__(self, target: str) -> None:
+        directory, name = os.path.split(target)
+        self._staging = os.path.join(directory, f".{name}{PARTIAL_MARK}{secrets.token_hex(4)}")
+        self._target = target
+        # Created like any new file (mode 0666 less the umask), not private as mkstemp's would be.
+        super().__init__(self._staging, "xb")
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        os.replace(self._staging, self._target)
+
+
+class AtomicLocalHandler(pafs.FileSystemHandler):
+    """A pyarrow filesystem handler: the local filesystem, with whole-file (rename-on-close) writes."""
+
+    def __init__(self) -> None:
+        self._local = pafs.LocalFileSystem()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AtomicLocalHandler)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __reduce__(self) -> tuple[Any, tuple]:
+        # Ray ships the storage filesystem to every trial process.
+        return (AtomicLocalHandler, ())
+
+    def get_type_name(self) -> str:
+        return "textune-atomic-local"
+
+    def normalize_path(self, path: str) -> str:
+        return self._local.normalize_path(path)
+
+    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
+        return self._local.get_file_info(paths)
+
+    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
+        return self._local.get_file_info(selector)
+
+    def create_dir(self, path: str, recursive: bool) -> None:
+        self._local.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path: str) -> None:
+        self._local.delete_dir(path)
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        self._local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self) -> None:
+        self._local.delete_dir_contents("/", accept_root_dir=True)
+
+    def delete_file(self, path: str) -> None:
+        self._local.delete_file(path)
+
+    def move(self, src: str, dest: str) -> None:
+        self._local.move(src, dest)
+
+    def copy_file(self, src: str, dest: str) -> None:
+        with self._local.open_input_stream(src) as source, self.open_output_stream(dest, None) as target:
+            while chunk := source.read(1 << 20):
+                target.write(chunk)
+
+    def open_input_stream(self, path: str) -> pyarrow.NativeFile:
+        return self._local.open_input_stream(path)
+
+    def open_input_file(self, path: str) -> pyarrow.NativeFile:
+        return self._local.open_input_file(path)
+
+    def open_output_stream(self, path: str, metadata: dict | None) -> pyarrow.NativeFile:
+        return pyarrow.PythonFile(_ReplaceOnClose(path), mode="w")
+
+    def open_append_stream(self, path: str, metadata: dict | None) -> pyarrow.NativeFile:
+        return self._local.open_append_stream(path)
+
+
+def for_ray_tune(filesystem: pafs.FileSystem) -> pafs.FileSystem:
+    """The filesystem to give Ray Tune for storage on ``filesystem``: whole-file writes where it is local."""
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        return pafs.PyFileSystem(AtomicLocalHandler())
+    return filesystem
