@@ -165,7 +165,8 @@ def test_worker_node_loss_resumes_trials_from_their_checkpoints(cluster: Any, tm
     # none) and a node holds one trial at a time. Trials have no CUDA: device auto falls back to the CPU.
     workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
-    eval_every, evaluations_per_trial = 4 * EVAL, 8
+    # Intervals of about half a second on an idle machine: the kill lands while both trials run.
+    eval_every, evaluations_per_trial = 8 * EVAL, 8
     job = tiny_job(tmp_path, name="node-loss", num_samples=2, max_concurrent_trials=None,
                    resources={"cpu": 1, "gpu": 1},
                    budget={"max_tokens": evaluations_per_trial * eval_every, "eval_every_tokens": eval_every})
@@ -187,7 +188,7 @@ def test_worker_node_loss_resumes_trials_from_their_checkpoints(cluster: Any, tm
     while len(checkpointed_and_running(tmp_path / "node-loss", evaluations_per_trial)) < 2:
         assert search.is_alive(), f"the search ended before the node could be killed: {outcome}"
         assert time.monotonic() < deadline, "no two trials checkpointed while running in time"
-        time.sleep(0.2)
+        time.sleep(0.1)
     cluster.remove_node(workers[1], allow_graceful=False)
     search.join(timeout=200)
     assert not search.is_alive(), "the search did not finish after the node loss"
