@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -105,3 +106,15 @@ def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str)
     assert message.startswith("error:") or message.startswith("Usage:"), message
     for fragment in fragments:
         assert fragment in message, (fragment, message)
+
+
+def completed_trials(experiment: Path) -> dict[str, tuple[int, float]]:
+    """Trial directory -> (evaluations recorded, final val_bpc), for trials whose last report says completed
+    (read from Ray's result logs on storage, as a driver that stops now leaves them)."""
+    done = {}
+    for result_file in experiment.glob("trial_*/result.json"):
+        lines = result_file.read_text().splitlines()
+        last = json.loads(lines[-1]) if lines else {}
+        if last.get("status") == "completed":
+            done[result_file.parent.name] = (len(lines), last["val_bpc"])
+    return done

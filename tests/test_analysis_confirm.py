@@ -20,8 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT, assert_user_error, run_textune
-from test_tune_resume import completed_trials
+from conftest import REPO_ROOT, assert_user_error, completed_trials, run_textune
 from tune_jobs.cli.main import main
 
 # The session's finished_experiment may be created by this module (Ray start-up dominates on a busy machine).

@@ -4,7 +4,6 @@ trials are not re-run, no trial runs twice and HyperOpt's history comes back."""
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -17,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, assert_user_error, run_textune
+from conftest import REPO_ROOT, assert_user_error, completed_trials, run_textune
 from test_tune_spec import tiny_job
 from tune_jobs.search import build_search_alg
 from tune_jobs.spec import JobSpec
@@ -25,16 +24,6 @@ from tune_jobs.spec import JobSpec
 pytestmark = pytest.mark.timeout(300)
 
 TRIALS = 4
-
-
-def completed_trials(experiment: Path) -> dict[str, tuple[int, float]]:
-    """Trial directory -> (evaluations recorded, final val_bpc), for trials whose last report says completed."""
-    done = {}
-    for result_file in experiment.glob("trial_*/result.json"):
-        lines = result_file.read_text().splitlines()
-        if lines and json.loads(lines[-1]).get("status") == "completed":
-            done[result_file.parent.name] = (len(lines), json.loads(lines[-1])["val_bpc"])
-    return done
 
 
 def searcher_losses(spec: JobSpec, experiment: Path) -> list[float]:
