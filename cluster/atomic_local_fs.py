@@ -6,13 +6,17 @@ each upload replaces its object in one step, but on a local disk or NFS a driver
 a truncated ``searcher-state-*.pkl`` or ``experiment_state-*.json`` behind, and the experiment can no longer be
 resumed. Through this filesystem each file is written under a hidden temporary name in the same directory and
 renamed over the old one when complete, so a killed copy leaves the previous snapshot intact (and at worst a
-hidden ``.*.partial-*`` file that no Ray pattern matches). Trial checkpoints travel through it too.
+hidden ``.*.partial-*`` file that no Ray pattern matches). A write that fails (a full disk) removes its
+staging file and keeps the old one too: Ray Tune logs the failed snapshot and goes on, and the experiment
+stays resumable from the snapshot before. Trial checkpoints travel through it too.
 
 Only writes differ from ``pyarrow.fs.LocalFileSystem``; reads, listings and deletes are passed through.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
 import secrets
@@ -25,20 +29,56 @@ PARTIAL_MARK = ".partial-"
 
 
 class _ReplaceOnClose(io.FileIO):
-    """A new file under a hidden temporary name that becomes ``target`` when closed."""
+    """A new file under a hidden temporary name that becomes ``target`` when closed.
+
+    Only a file whose every write and whose close succeeded replaces the target. After a failed one (a full
+    disk: ENOSPC, a quota, an I/O error) the staging file is removed and the target keeps its old content, so
+    a disk that fills up mid-snapshot costs that snapshot, never the one before it.
+    """
 
     def __init__(self, target: str) -> None:
         directory, name = os.path.split(target)
         self._staging = os.path.join(directory, f".{name}{PARTIAL_MARK}{secrets.token_hex(4)}")
         self._target = target
+        self._failed = False
         # Created like any new file (mode 0666 less the umask), not private as mkstemp's would be.
         super().__init__(self._staging, "xb")
+
+    def write(self, data: Any) -> int:
+        # A raw write may take fewer bytes than given (a disk filling up takes what fits), and pyarrow's
+        # PythonFile ignores the count: so write all of it here, or fail.
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        try:
+            while view:
+                written = super().write(view)
+                if not written:
+                    raise OSError(errno.ENOSPC, f"no byte could be written to {self._staging}")
+                view = view[written:]
+        except BaseException:
+            self._failed = True
+            raise
+        return size
+
+    def abort(self) -> None:
+        """Close without replacing the target: the staging file is removed."""
+        self._failed = True
+        self.close()
 
     def close(self) -> None:
         if self.closed:
             return
-        super().close()
-        os.replace(self._staging, self._target)
+        try:
+            super().close()  # where a disk reports a failed write only now (NFS), this raises
+        except BaseException:
+            self._failed = True
+            raise
+        finally:
+            if self._failed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._staging)
+        if not self._failed:
+            os.replace(self._staging, self._target)
 
 
 class AtomicLocalHandler(pafs.FileSystemHandler):
@@ -88,9 +128,15 @@ class AtomicLocalHandler(pafs.FileSystemHandler):
         self._local.move(src, dest)
 
     def copy_file(self, src: str, dest: str) -> None:
-        with self._local.open_input_stream(src) as source, self.open_output_stream(dest, None) as target:
-            while chunk := source.read(1 << 20):
-                target.write(chunk)
+        with self._local.open_input_stream(src) as source:
+            target = _ReplaceOnClose(dest)
+            try:
+                while chunk := source.read(1 << 20):
+                    target.write(chunk)
+            except BaseException:
+                target.abort()  # a failed read must not leave half a copy either
+                raise
+            target.close()
 
     def open_input_stream(self, path: str) -> pyarrow.NativeFile:
         return self._local.open_input_stream(path)

@@ -11,6 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
+from cluster import ray_private
 from textune.errors import TextuneError
 
 MODE_VAR = "RAY_AUTH_MODE"
@@ -41,19 +42,7 @@ def enable_token_mode() -> None:
     if os.environ.get(MODE_VAR) or not (os.environ.get(TOKEN_VAR) or os.environ.get(TOKEN_PATH_VAR)):
         return
     os.environ[MODE_VAR] = "token"
-    refresh_ray_auth_config()
-
-
-def refresh_ray_auth_config() -> None:
-    """Make Ray's C++ core re-read this process's auth variables after they changed.
-
-    Ray caches its config and the loaded token; without this a process that imported Ray earlier would keep
-    connecting with the old (or no) token.
-    """
-    from ray._raylet import AuthenticationTokenLoader, Config
-
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
+    ray_private.reload_auth_config()
 
 
 def new_token() -> str:
@@ -75,7 +64,7 @@ def use_token_file(token_path: Path) -> None:
     """Make this process (and the processes it starts) authenticate with the token in ``token_path``."""
     os.environ.pop(TOKEN_VAR, None)  # an inline token would win over the file
     os.environ.update(token_environment(token_path))
-    refresh_ray_auth_config()
+    ray_private.reload_auth_config()
 
 
 def default_to_token_file(token_path: Path) -> None:

@@ -13,6 +13,9 @@ Addresses (``--address``):
   ``ray start`` started on this machine.
 - ``HOST:PORT``: the head's GCS port (6379 unless changed).
 - ``ray://HOST:PORT``: Ray Client (port 10001 by default).
+
+An address that names the cluster ``textune cluster up`` recorded (its GCS address or its Jobs API URL) takes
+that cluster's token unless the user set one (``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``).
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
-from cluster import auth
-from cluster.local_state import read_state
+from cluster import auth, ray_private
+from cluster.local_state import read_state, recorded_cluster_at
 from textune.errors import TextuneError
 
 log = logging.getLogger(__name__)
@@ -34,9 +38,6 @@ log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 3.0
 RAY_CLIENT_PREFIX = "ray://"
 LOOPBACK = "127.0.0.1"
-# Ray's switch for single-machine Ray (its default on macOS and Windows): with it off, Ray takes the loopback
-# address as the node's address instead of swapping 127.0.0.1 for the machine's network address.
-MULTI_NODE_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 @dataclass(frozen=True)
@@ -55,37 +56,40 @@ class ClusterAddress:
         return (RAY_CLIENT_PREFIX + self.gcs_address) if self.ray_client else self.gcs_address
 
 
-def resolve_address(address: str | None) -> ClusterAddress:
-    """Turn the user's ``--address`` into what to connect to (see the module docstring)."""
+def resolve_address(address: str | None, state_directory: Path | None = None) -> ClusterAddress:
+    """Turn the user's ``--address`` into what to connect to (see the module docstring); ``state_directory``
+    holds the record of a ``textune cluster up`` cluster (default: the cache's)."""
     given = address
     if address is None:
         address = os.environ.get("RAY_ADDRESS") or None
         if address is None:
             return ClusterAddress(given, None)
     address = address.strip()
+    if address == "auto":
+        address = _auto_address(state_directory)
+    recorded = recorded_cluster_at(address, state_directory)
+    if recorded is not None:
+        auth.default_to_token_file(recorded.token_path)
+        if address.startswith(("http://", "https://")):
+            address = recorded.gcs_address  # the recorded cluster's Jobs API URL: its GCS address is known
     if address.startswith(("http://", "https://")):
         raise TextuneError(f'--address "{address}" is a dashboard (Jobs API) URL, which only `textune submit` '
                            "and `textune jobs` use.",
                            "To run a search on the cluster, give the head's GCS address HOST:6379 (or "
                            "ray://HOST:10001), or submit the job with `textune submit JOB.yaml --address URL`.")
-    if address == "auto":
-        address = _auto_address()
     ray_client = address.startswith(RAY_CLIENT_PREFIX)
     host_port = address[len(RAY_CLIENT_PREFIX):] if ray_client else address
     _split_host_port(host_port)
     return ClusterAddress(given, host_port, ray_client)
 
 
-def _auto_address() -> str:
+def _auto_address(state_directory: Path | None) -> str:
     if os.environ.get("RAY_ADDRESS"):
         return os.environ["RAY_ADDRESS"]
-    state = read_state()
+    state = read_state(state_directory)
     if state is not None:
-        auth.default_to_token_file(state.token_path)
         return state.gcs_address
-    from ray._private.services import canonicalize_bootstrap_address
-
-    found = canonicalize_bootstrap_address("auto")
+    found = ray_private.local_cluster_address()
     if found is None:
         raise TextuneError('--address auto found no running cluster on this machine.',
                            "Start one with `textune cluster up`, or give the head's address HOST:6379.")
@@ -119,13 +123,12 @@ def check_token(gcs_address: str) -> None:
 
     A bare GCS client fails at once on a bad token, where ``ray.init`` retries for about 20 s.
     """
-    from ray._raylet import GcsClient
     from ray.exceptions import AuthenticationError
 
     source = auth.token_source()
     try:
         with _native_stderr_silenced():
-            GcsClient(address=gcs_address)
+            ray_private.check_gcs_accepts(gcs_address)
     except AuthenticationError as exc:
         if source is None:
             raise TextuneError(f"the Ray cluster at {gcs_address} requires an auth token and none is set.",
@@ -168,30 +171,6 @@ def check_connectable(address: ClusterAddress) -> None:
 
 
 @contextlib.contextmanager
-def _loopback_only_node() -> Iterator[None]:
-    """While an embedded Ray starts: make every process of it listen on 127.0.0.1 only.
-
-    ``ray.init(_node_ip_address="127.0.0.1")`` alone is not enough: Ray replaces a loopback node address with
-    the machine's network address, and its gRPC servers (GCS, raylet, workers) and agents then listen on all
-    interfaces. Ray reads the switch at import, so the already-imported constant is set as well as the
-    variable the node's processes inherit.
-    """
-    from ray._private import ray_constants
-
-    saved_variable, saved_constant = os.environ.get(MULTI_NODE_VAR), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[MULTI_NODE_VAR] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved_constant
-        if saved_variable is None:
-            os.environ.pop(MULTI_NODE_VAR, None)
-        else:
-            os.environ[MULTI_NODE_VAR] = saved_variable
-
-
-@contextlib.contextmanager
 def _private_token() -> Iterator[None]:
     """While an embedded Ray runs: a token of its own, never written to disk.
 
@@ -206,7 +185,7 @@ def _private_token() -> Iterator[None]:
         return
     saved = {name: os.environ.get(name) for name in variables}
     os.environ.update({auth.MODE_VAR: "token", auth.TOKEN_VAR: auth.new_token()})
-    auth.refresh_ray_auth_config()
+    ray_private.reload_auth_config()
     try:
         yield
     finally:
@@ -215,7 +194,7 @@ def _private_token() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        auth.refresh_ray_auth_config()
+        ray_private.reload_auth_config()
 
 
 @contextlib.contextmanager
@@ -245,7 +224,7 @@ def connect(address: str | ClusterAddress | None = None, *, num_cpus: int | None
             init_options.update(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
                                 dashboard_host=LOOPBACK, _node_ip_address=LOOPBACK)
             session.enter_context(_private_token())  # for the whole session: Ray's processes start with it
-            starting = _loopback_only_node()
+            starting = ray_private.single_machine_ray()  # every process of it listens on 127.0.0.1 only
             log.info("starting an embedded local Ray (%s)", LOOPBACK)
         else:
             log.info("connecting to the Ray cluster at %s", resolved.init_address)

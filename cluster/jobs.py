@@ -1,41 +1,52 @@
 """Ray jobs through the Jobs API (the head's dashboard port, 8265 by default): submit, follow, list, stop.
 
-A submitted search ships the project's packages as the job's ``working_dir`` (the repository root, minus
-the virtualenv, git data, caches and results) and the job spec itself in an environment variable, so a
-spec kept anywhere on the submitting machine runs on the cluster. ``pip`` is empty unless asked for: a
-cluster built from ``cluster/aws.yaml``, ``gcp.yaml`` or the KubeRay manifests has textune's dependencies
-installed already, and installing at job start needs the network on every node.
+A submitted search ships textune's five packages, as this Python imports them (from a source checkout, an
+editable or a regular install alike), as the job's ``py_modules``, and the job spec itself in an environment
+variable, so a spec kept anywhere on the submitting machine runs on the cluster with the submitter's code.
+``pip`` is empty unless asked for: a cluster built from ``cluster/aws.yaml``, ``gcp.yaml`` or the KubeRay
+manifests has textune's dependencies installed already, and installing at job start needs the network on
+every node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import re
 import time
+import urllib.parse
 import uuid
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cluster import auth
 from cluster.job_entrypoint import JOB_SPEC_VAR
+from cluster.local_state import recorded_cluster_at
 from textune.errors import TextuneError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# Never shipped: big, machine-specific or the output of earlier runs. Ray also honours .gitignore.
-WORKING_DIR_EXCLUDES = [".venv", ".git", "**/__pycache__", "*.pyc", ".pytest_cache", "*.egg-info", ".textune",
-                        "ray_results", "experiments", "benchmarks/results", "build", "dist"]
+# What a job needs of textune: every package setup.cfg installs (the YAML recipes and cluster definitions
+# live inside them). Ray puts them ahead of the nodes' own packages on the job's Python path.
+SHIPPED_PACKAGES = ("textune", "data_pipeline", "models", "tune_jobs", "cluster")
+# Never shipped: bytecode is machine-specific and rebuilt on the nodes. Ray also honours a package's .gitignore.
+SHIPPED_EXCLUDES = ["**/__pycache__", "*.pyc"]
+# The driver starts in a new empty folder: `python -m` puts the current folder first on sys.path, ahead of the
+# shipped py_modules, and the folder Ray would start it in (wherever `ray start` ran, maybe a checkout of an
+# older textune) would shadow them. The spec is written there too (cluster.job_entrypoint).
+ENTRYPOINT = 'cd "$(mktemp -d)" && python -m cluster.job_entrypoint'
 FINISHED = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def job_client(address: str) -> Any:
-    """A JobSubmissionClient for the dashboard ``address``, or a TextuneError naming what is wrong."""
+    """A JobSubmissionClient for the dashboard ``address``, or a TextuneError naming what is wrong.
+
+    The Jobs API of the cluster ``textune cluster up`` recorded takes that cluster's token unless the user set one.
+    """
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
-    if not address.startswith(("http://", "https://")):
-        raise TextuneError(f'--address "{address}" is not a Jobs API URL.',
-                           "Give the head's dashboard URL, e.g. http://127.0.0.1:8265 (through an SSH tunnel "
-                           "or a TLS proxy for a remote cluster).")
+    _check_jobs_url(address)
+    recorded = recorded_cluster_at(address)
+    if recorded is not None:
+        auth.default_to_token_file(recorded.token_path)
     auth.enable_token_mode()
     try:
         return JobSubmissionClient(address)
@@ -49,9 +60,48 @@ def job_client(address: str) -> Any:
                            "tunnel or proxy to it is up.") from exc
 
 
+def _check_jobs_url(address: str) -> None:
+    """An http(s) URL with a host and a usable port, checked here because the Jobs API client reports a URL it
+    cannot parse with a traceback."""
+    try:
+        parsed = urllib.parse.urlsplit(address)
+        port = parsed.port
+    except ValueError as exc:  # a port out of range or not a number, an unclosed IPv6 bracket
+        problem = str(exc)
+    else:
+        if parsed.scheme not in ("http", "https"):
+            problem = "it does not start with http:// or https://"
+        elif not parsed.hostname:
+            problem = "it names no host"
+        elif port == 0:
+            problem = "port 0 is no server's port"
+        else:
+            return
+    raise TextuneError(f'--address "{address}" is not a Jobs API URL ({problem}).',
+                       "Give the head's dashboard URL, http://HOST:PORT with a port from 1 to 65535, e.g. "
+                       "http://127.0.0.1:8265 (through an SSH tunnel or a TLS proxy for a remote cluster).")
+
+
+def shipped_package_dirs() -> list[str]:
+    """The directory of each of :data:`SHIPPED_PACKAGES` as this Python imports it (without importing it).
+
+    A package may live anywhere: a source checkout, an editable install pointing at one, or site-packages.
+    """
+    directories = []
+    for name in SHIPPED_PACKAGES:
+        found = importlib.util.find_spec(name)
+        locations = list(found.submodule_search_locations or []) if found is not None else []
+        if len(locations) != 1:  # only a broken install gets here: textune imports these packages itself
+            raise TextuneError(f"cannot ship textune's package {name!r} to the cluster: this Python finds it "
+                               f"in {len(locations)} places ({', '.join(locations) or 'none'}).",
+                               "Reinstall textune (pip install textune, or pip install -e . in a checkout).")
+        directories.append(locations[0])
+    return directories
+
+
 def runtime_environment(spec_yaml: str, pip: Sequence[str] = ()) -> dict[str, Any]:
-    """The job's runtime_env: the project as working_dir, the spec as a variable, optional pip packages."""
-    runtime_env: dict[str, Any] = {"working_dir": str(PROJECT_ROOT), "excludes": WORKING_DIR_EXCLUDES,
+    """The job's runtime_env: textune's packages as py_modules, the spec as a variable, optional pip packages."""
+    runtime_env: dict[str, Any] = {"py_modules": shipped_package_dirs(), "excludes": SHIPPED_EXCLUDES,
                                    "env_vars": {JOB_SPEC_VAR: spec_yaml}}
     if pip:
         runtime_env["pip"] = list(pip)
@@ -61,7 +111,7 @@ def runtime_environment(spec_yaml: str, pip: Sequence[str] = ()) -> dict[str, An
 def submit_search(client: Any, job_name: str, spec_yaml: str, pip: Sequence[str] = ()) -> str:
     """Submit ``textune run`` of the spec; returns the submission id (``textune-<name>-<8 hex digits>``)."""
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", job_name)[:40]
-    return client.submit_job(entrypoint="python -m cluster.job_entrypoint",
+    return client.submit_job(entrypoint=ENTRYPOINT,
                              runtime_env=runtime_environment(spec_yaml, pip),
                              submission_id=f"textune-{slug}-{uuid.uuid4().hex[:8]}",
                              metadata={"textune_job": job_name})

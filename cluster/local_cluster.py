@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from cluster import auth
+from cluster import auth, ray_private
 from cluster.local_state import (TOKEN_FILE, LocalClusterState, NodeProcess, read_state, remove_state, state_dir,
                                  write_state)
 from textune.config import StrictModel
@@ -107,7 +107,7 @@ def _start_node(name: str, role_options: list[str], num_cpus: int, num_gpus: int
                 state: LocalClusterState, folder: Path) -> NodeProcess:
     ray_cli = Path(sys.executable).with_name("ray")
     # A temp dir per node: nodes sharing one would share their runtime_env caches, and a worker node
-    # cleaning up a job's working_dir would delete it under the driver on the head.
+    # cleaning up a job's py_modules would delete them under the driver on the head.
     node_temp_dir = Path(state.ray_temp_dir) / name
     command = [str(ray_cli), "start", "--block", *role_options, f"--node-ip-address={LOOPBACK}",
                f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}", f"--temp-dir={node_temp_dir}",
@@ -146,18 +146,16 @@ def _wait_for_port(port: int, state: LocalClusterState, timeout_s: float) -> Non
 
 def _wait_for_nodes(state: LocalClusterState, timeout_s: float) -> None:
     """Wait until the head's GCS lists every started node as alive (this process takes the cluster's token)."""
-    from ray._raylet import GcsClient
-    from ray.core.generated.gcs_pb2 import GcsNodeInfo
     from ray.exceptions import RpcError
 
     auth.use_token_file(state.token_path)
-    gcs = GcsClient(address=state.gcs_address)
+    alive_node_count = ray_private.alive_node_counter(state.gcs_address)
     deadline = time.monotonic() + timeout_s
     alive = 0
     while time.monotonic() < deadline:
         _check_nodes_alive(state)
         try:
-            alive = len(gcs.get_all_node_info(timeout=5, state_filter=GcsNodeInfo.GcsNodeState.ALIVE))
+            alive = alive_node_count(5)
         except RpcError:  # a GCS busy starting nodes on a loaded machine can miss one 5 s call: ask again
             continue
         if alive >= len(state.nodes):

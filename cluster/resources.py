@@ -11,6 +11,7 @@ import math
 import os
 from typing import Any, Iterable, Mapping
 
+from cluster import ray_private
 from textune.errors import TextuneError
 
 PENDING_TRIALS_VAR = "TUNE_MAX_PENDING_TRIALS_PG"
@@ -26,10 +27,8 @@ def alive_node_resources() -> list[dict[str, float]]:
 def this_machine_resources() -> dict[str, float]:
     """The resources an embedded local Ray would give its one node, found as Ray finds them (CPUs within the
     process's limits, visible GPUs), without starting it."""
-    from ray._private.resource_and_label_spec import ResourceAndLabelSpec
-
-    spec = ResourceAndLabelSpec().resolve(is_head=True, node_ip_address="127.0.0.1")
-    return {"CPU": float(spec.num_cpus), "GPU": float(spec.num_gpus)}
+    cpus, gpus = ray_private.local_node_resources()
+    return {"CPU": cpus, "GPU": gpus}
 
 
 def trials_per_node(resources: Mapping[str, float], gpus_per_trial: float, cpus_per_trial: float) -> int:

@@ -19,13 +19,14 @@ import shutil
 import uuid
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import ParseResult, parse_qsl, urlparse
 
 import pyarrow.fs as pafs
 from pydantic import Field
 
 from textune.config import StrictModel
 from textune.errors import TextuneError
+from textune.paths import expand_path
 
 SCHEMES = ("file", "s3", "gs")
 ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
@@ -59,8 +60,7 @@ def resolve_storage(uri: str, options: StorageOptions | None = None) -> tuple[pa
     parsed = urlparse(uri)
     scheme = parsed.scheme.lower()
     if scheme in ("", "file") or len(scheme) == 1:  # one letter: a Windows drive, i.e. a local path
-        local = Path(parsed.path if scheme == "file" else uri).expanduser().resolve()
-        return pafs.LocalFileSystem(), str(local)
+        return pafs.LocalFileSystem(), str(_local_path(uri, parsed))
     if scheme not in SCHEMES:
         raise TextuneError(f'storage "{uri}": unknown scheme "{scheme}://".',
                            "Use a local path (on NFS for several nodes), s3://BUCKET/PREFIX or gs://BUCKET/PREFIX.")
@@ -69,6 +69,23 @@ def resolve_storage(uri: str, options: StorageOptions | None = None) -> tuple[pa
     options = _with_query_options(options, parsed.query, uri)
     path = (parsed.netloc + parsed.path).rstrip("/")
     return (_s3_filesystem(options) if scheme == "s3" else _gcs_filesystem(options)), path
+
+
+def _local_path(uri: str, parsed: ParseResult) -> Path:
+    """The absolute local path of a plain path or ``file://`` URI; refuses what would land somewhere else."""
+    if "?" in uri:
+        # Elsewhere a "?" starts a URI's storage options (join_uri keeps it last), so a local path holding one
+        # would be cut in pieces: one experiment spread over several directories.
+        raise TextuneError(f'storage "{uri}": a local storage path may not hold "?" (in a URI it starts the '
+                           "storage options).", 'Choose a directory whose path has no "?".')
+    if parsed.scheme.lower() == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise TextuneError(f'storage "{uri}": "{parsed.netloc}" is read as a host name, so the path would be '
+                               f'"{parsed.path or "/"}" at the root of this machine.',
+                               f"Write a local file URI with three slashes (file:///{parsed.netloc}{parsed.path}), "
+                               "or give the path itself.")
+        return expand_path(parsed.path)
+    return expand_path(uri)
 
 
 def join_uri(uri: str, *parts: str) -> str:

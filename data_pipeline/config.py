@@ -17,6 +17,11 @@ from textune.config import StrictModel
 # Byte-level BPE starts from all 256 byte values; merges come on top.
 BPE_BASE_ALPHABET = 256
 DEFAULT_BPE_VOCAB_SIZE = 1024
+# Hugging Face's BPE trainer aborts the whole process (a Rust panic) from 2**32 ids up, leaving a half-built
+# dataset behind; 2**20 is far more ids than any corpus textune trains on can fill.
+MAX_BPE_VOCAB_SIZE = 2**20
+# numpy's seeding takes 0 .. 2**32 - 1, the range of every seed textune takes.
+MAX_SEED = 2**32 - 1
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -26,7 +31,7 @@ class TokenizerConfig(StrictModel):
     ``bpe``: byte-level BPE trained on the train split with ``vocab_size`` ids."""
 
     kind: Literal["char", "byte", "bpe"] = "char"
-    vocab_size: int | None = pydantic.Field(default=None, gt=0)
+    vocab_size: int | None = pydantic.Field(default=None, gt=0, le=MAX_BPE_VOCAB_SIZE)
 
     @pydantic.field_validator("vocab_size")
     @classmethod
@@ -71,8 +76,9 @@ class SplitConfig(StrictModel):
 class SyntheticConfig(StrictModel):
     """The built-in ``synthetic`` corpus: a seeded word-level Markov source (see data_pipeline.synthetic)."""
 
-    seed: int = 0
-    characters: int = pydantic.Field(default=2_000_000, gt=0, description="corpus size in characters")
+    seed: int = pydantic.Field(default=0, ge=0, le=MAX_SEED)
+    # The corpus is built in memory (about 5 bytes a character with its tokens): 10**9 is as far as that goes.
+    characters: int = pydantic.Field(default=2_000_000, gt=0, le=10**9, description="corpus size in characters")
     words: int = pydantic.Field(default=100, ge=2, le=5000, description="vocabulary of distinct words")
     branching: int = pydantic.Field(default=10, ge=1, le=64, description="successor words per word")
 

@@ -89,11 +89,13 @@ class TokenDataset:
                 continue
             available = self.num_tokens(name)
             if available < block_size + 1:
+                # The smallest block_size a model takes is 2 (models.config): below 3 tokens only the split can help.
+                grow = (f"the {name} split a larger fraction (data.split, or --split of textune data prepare), "
+                        "or use a larger corpus.")
                 raise TextuneError(
                     f'the "{name}" split of {self.path} has {available} tokens, too few for one block of '
                     f"block_size={block_size} (needs {block_size + 1}).",
-                    f"Lower block_size to at most {max(available - 1, 0)}, give the split a larger fraction "
-                    "(data.split), or use a larger corpus.")
+                    f"Lower block_size to at most {available - 1}, give {grow}" if available >= 3 else f"Give {grow}")
 
     def _check_fold_block_size(self, split: str, block_size: int) -> None:
         segments = self.segments[split]

@@ -4,7 +4,12 @@ A source is a built-in (``synthetic``, ``shakespeare``), a local path (file, dir
 that pyarrow's filesystems understand (``s3://bucket/key``, ``file:///...``). Paths are expanded to files,
 read in sorted order and each file is read by its extension: ``.jsonl`` (one JSON object per line, text in
 ``text_field``), ``.parquet`` / ``.arrow`` / ``.feather`` (through ``pyarrow.dataset``, text in
-``text_column``), anything else as text. Every document ends with a newline in the corpus.
+``text_column``), anything else as text.
+
+Every kind reads alike, so the same text gives the same corpus (and cache entry) in any format: files are
+decoded in one place (:func:`_decode`, which drops a leading UTF-8 byte order mark), and every document (a
+file, a JSONL record, a table row) passes through one place (:func:`_as_document`), which turns CRLF and lone
+CR line endings into LF and ends the document with a newline.
 
 The corpus is decoded strictly as UTF-8 for the char and BPE tokenizers; for the byte tokenizer undecodable
 bytes are kept as lone surrogates ("surrogateescape") and survive byte for byte.
@@ -51,14 +56,20 @@ def load_corpus(config: DataConfig) -> Corpus:
         from data_pipeline.shakespeare import shakespeare_file
 
         path = shakespeare_file()
-        return _corpus(_decode(path.read_bytes(), str(path), errors), f"shakespeare ({path})")
+        return _corpus(_as_document(_decode(path.read_bytes(), str(path), errors)), f"shakespeare ({path})")
     filesystem, files = _expand(config.source)
-    documents = [text for name in files for text in _read_file(filesystem, name, config, errors)]
-    text = "".join(d if d.endswith("\n") else d + "\n" for d in documents)
+    text = "".join(_as_document(document) for name in files
+                   for document in _read_file(filesystem, name, config, errors))
     if not text.strip():
         raise TextuneError(f'data source "{config.source}" holds no text ({len(files)} file(s), all empty).',
                            "Point data.source at a file with text in it.")
     return _corpus(text, f"{config.source} ({len(files)} file(s))")
+
+
+def _as_document(text: str) -> str:
+    """One document as it enters the corpus, whatever its source kind: LF line endings, a final newline."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text if text.endswith("\n") else text + "\n"
 
 
 def _corpus(text: str, description: str, entropy: EntropyRate | None = None) -> Corpus:
@@ -125,28 +136,30 @@ def _read_file(filesystem: pafs.FileSystem, name: str, config: DataConfig, error
     except OSError as exc:
         raise TextuneError(f"{name} cannot be read: {exc}", "Check the file's permissions (or the URI's "
                            "credentials).") from exc
+    text = _decode(data, name, errors)
     if suffix == ".jsonl":
-        yield from _read_jsonl(data, name, config.text_field, errors)
+        yield from _read_jsonl(text, name, config.text_field)
     else:
-        yield _decode(data, name, errors)
+        yield text
 
 
-def _decode(data: bytes, name: str, errors: str, line: int | None = None, offset: int = 0) -> str:
+def _decode(data: bytes, name: str, errors: str) -> str:
+    """A file's bytes as text: UTF-8, without the byte order mark some editors put first (an encoding marker,
+    not text). The error names the line and byte offset of the first byte that is not UTF-8."""
     try:
-        return data.decode("utf-8", errors)
+        return data.decode("utf-8", errors).removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        where = f"line {line}, " if line is not None else ""
+        line = data.count(b"\n", 0, exc.start) + 1
         raise TextuneError(f"{name} is not UTF-8 text: invalid byte {data[exc.start:exc.start + 1]!r} at "
-                           f"{where}byte offset {offset + exc.start}.",
+                           f"line {line}, byte offset {exc.start}.",
                            "Convert the file to UTF-8 (e.g. iconv -t UTF-8), or use the byte tokenizer "
                            "(--tokenizer byte), which accepts any bytes.") from exc
 
 
-def _read_jsonl(data: bytes, name: str, field: str, errors: str) -> Iterator[str]:
-    offset = 0
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        line = _decode(raw, name, errors, line=number, offset=offset)
-        offset += len(raw) + 1
+def _read_jsonl(text: str, name: str, field: str) -> Iterator[str]:
+    # Records end at LF only: a CR before it is JSON whitespace, and str.splitlines would also split at
+    # characters JSON strings may hold raw (U+2028, form feeds).
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

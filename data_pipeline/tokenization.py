@@ -12,18 +12,21 @@ corpus that is not UTF-8 still round-trips byte for byte.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from data_pipeline.config import BPE_BASE_ALPHABET, TokenizerConfig
+from textune import strict_json
 
 if TYPE_CHECKING:
     import tokenizers  # Hugging Face's, imported lazily: only BPE needs it
 
 TOKENIZER_FILE = "tokenizer.json"
 UNKNOWN_CHAR = "\ufffd"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _CHUNK_CHARS = 1 << 16  # BPE works on ~64 KiB pieces cut at newlines: many pieces keep all cores busy
 
 
@@ -130,13 +133,24 @@ class BpeTokenizer:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
 
     def encode(self, text: str) -> list[int]:
-        return self.backend.encode(text, add_special_tokens=False).ids
+        # Bytes that are not UTF-8 (a prompt read with surrogateescape) become U+FFFD, as the char tokenizer
+        # maps them to its unknown id: the backend takes valid Unicode only.
+        return self.backend.encode(printable(text), add_special_tokens=False).ids
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         return self.backend.decode(np.asarray(ids, dtype=np.int64).tolist(), skip_special_tokens=False)
 
     def save(self, directory: Path) -> None:
         self.backend.save(str(directory / TOKENIZER_FILE))
+
+
+def printable(text: str) -> str:
+    """``text`` as valid Unicode: every undecodable byte (a lone surrogate, see the module docstring) becomes
+    U+FFFD, so it can be printed to a strict UTF-8 stream or written to a UTF-8 file."""
+    if not _SURROGATE.search(text):
+        return text
+    escaped = _SURROGATE.sub(lambda m: m.group() if "\udc80" <= m.group() <= "\udcff" else UNKNOWN_CHAR, text)
+    return escaped.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def train_tokenizer(config: TokenizerConfig, train_text: str) -> Tokenizer:
@@ -178,4 +192,4 @@ def _chunks(text: str) -> Iterator[str]:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    path.write_text(strict_json.dumps(data, ensure_ascii=False), encoding="utf-8")

@@ -13,7 +13,13 @@ from typing import Any, Literal
 import numpy as np
 import pydantic
 
+from data_pipeline.config import MAX_SEED  # numpy's seed range, the one range of every textune seed
 from textune.config import StrictModel, validate
+
+# Upper bounds far beyond any model this trains, so no size overflows a tensor index or hangs in allocation.
+MAX_TOKENS = 10**15  # any token count (budgets, warmup, evaluation interval)
+MAX_LAYERS, MAX_HEADS, MAX_WIDTH = 1024, 1024, 65_536
+MAX_BLOCK, MAX_BATCH = 2**20, 2**20
 
 # Keys that may change when a run is resumed: they steer the run, not the shape of its state.
 RESUMABLE_CHANGES = frozenset({
@@ -25,6 +31,10 @@ RESUMABLE_CHANGES = frozenset({
 class TrialConfig(StrictModel):
     """One trial: the dataset, the model, the optimiser, the budget and the run's plumbing."""
 
+    # An infinite or NaN setting (lr: .inf) would train to nonsense or crash mid-run: refused here, as are sizes
+    # beyond the MAX_* bounds above.
+    model_config = pydantic.ConfigDict(allow_inf_nan=False)
+
     # data
     dataset_dir: str = pydantic.Field(min_length=1)
     # cross-validation: validate on chunk `fold` of `num_folds` of the train+val text (data_pipeline.folds)
@@ -32,14 +42,14 @@ class TrialConfig(StrictModel):
     fold: int | None = pydantic.Field(None, ge=0)
     # model
     family: Literal["transformer", "lstm"] = "transformer"
-    n_layers: int = pydantic.Field(4, ge=1)
-    n_heads: int = pydantic.Field(4, ge=1)
-    head_dim: int = pydantic.Field(32, ge=2)
-    mlp_ratio: float = pydantic.Field(4.0, gt=0)
+    n_layers: int = pydantic.Field(4, ge=1, le=MAX_LAYERS)
+    n_heads: int = pydantic.Field(4, ge=1, le=MAX_HEADS)
+    head_dim: int = pydantic.Field(32, ge=2, le=MAX_WIDTH)
+    mlp_ratio: float = pydantic.Field(4.0, gt=0, le=64)
     dropout: float = pydantic.Field(0.0, ge=0, lt=1)
-    block_size: int = pydantic.Field(128, ge=2)
+    block_size: int = pydantic.Field(128, ge=2, le=MAX_BLOCK)
     positions: Literal["learned", "rotary"] = "learned"
-    lstm_hidden: int = pydantic.Field(256, ge=1)
+    lstm_hidden: int = pydantic.Field(256, ge=1, le=MAX_WIDTH)
     # optimiser and schedule
     optimizer: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
     lr: float = pydantic.Field(1e-3, gt=0)
@@ -47,23 +57,23 @@ class TrialConfig(StrictModel):
     beta1: float = pydantic.Field(0.9, ge=0, lt=1)
     beta2: float = pydantic.Field(0.99, ge=0, lt=1)
     weight_decay: float = pydantic.Field(0.1, ge=0)
-    warmup_tokens: int = pydantic.Field(0, ge=0)
+    warmup_tokens: int = pydantic.Field(0, ge=0, le=MAX_TOKENS)
     min_lr_ratio: float = pydantic.Field(0.1, ge=0, le=1)
     grad_clip: float = pydantic.Field(1.0, ge=0)
-    batch_size: int = pydantic.Field(32, ge=1)
-    grad_accum: int = pydantic.Field(1, ge=1)
+    batch_size: int = pydantic.Field(32, ge=1, le=MAX_BATCH)
+    grad_accum: int = pydantic.Field(1, ge=1, le=MAX_BATCH)
     # budget and evaluation
-    max_tokens: int = pydantic.Field(1_000_000, ge=1)
-    eval_every_tokens: int = pydantic.Field(100_000, ge=1)
-    eval_max_blocks: int | None = pydantic.Field(64, ge=1)
-    sample_tokens: int = pydantic.Field(200, ge=0)
+    max_tokens: int = pydantic.Field(1_000_000, ge=1, le=MAX_TOKENS)
+    eval_every_tokens: int = pydantic.Field(100_000, ge=1, le=MAX_TOKENS)
+    eval_max_blocks: int | None = pydantic.Field(64, ge=1, le=2**31 - 1)
+    sample_tokens: int = pydantic.Field(200, ge=0, le=MAX_BLOCK)
     # plumbing
-    seed: int = 1337
+    seed: int = pydantic.Field(1337, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
-    num_threads: int | None = pydantic.Field(None, ge=1)
+    num_threads: int | None = pydantic.Field(None, ge=1, le=1024)
     tensorboard_dir: str | None = None
-    fault_at_tokens: int | None = pydantic.Field(None, ge=1)
+    fault_at_tokens: int | None = pydantic.Field(None, ge=1, le=MAX_TOKENS)
     fault_every_attempt: bool = False
 
     @pydantic.field_validator("*", mode="before")

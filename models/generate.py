@@ -5,13 +5,16 @@ token costs one position instead of the whole context. Without it every step rec
 paths give the same tokens, which the tests check. A Transformer never sees more than ``block_size`` tokens:
 once the context is longer, the cache is rebuilt from the last ``block_size`` tokens, exactly what the
 uncached path feeds the model.
+
+:func:`sample_tokens` yields each token as it is sampled and :class:`TextStream` turns them into text at once,
+so ``textune generate`` prints a long sample while it is being written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -27,7 +30,11 @@ def next_token(logits: torch.Tensor, temperature: float, top_k: int | None, top_
     """One token per row of logits (B, V) -> (B, 1); temperature 0 means greedy."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
+    # Shifted so the best logit is 0 before dividing, and the temperature kept above float32's underflow: a
+    # tiny temperature then gives -inf for the others, never inf - inf or 0 / 0 = NaN.
+    logits = logits.float()
+    temperature = max(temperature, torch.finfo(torch.float32).tiny)
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth_best = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth_best, float("-inf"))
@@ -40,11 +47,20 @@ def next_token(logits: torch.Tensor, temperature: float, top_k: int | None, top_
     return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator)
 
 
-@torch.no_grad()
 def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
              use_cache: bool = True) -> torch.Tensor:
     """Continue prompt (B, T0) by ``max_new_tokens`` tokens; returns (B, T0 + max_new_tokens)."""
+    tokens = sample_tokens(model, prompt, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                           generator=generator, use_cache=use_cache)
+    return torch.cat((prompt, *tokens), dim=1)
+
+
+@torch.no_grad()
+def sample_tokens(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                  top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
+                  use_cache: bool = True) -> Iterator[torch.Tensor]:
+    """Yield the ``max_new_tokens`` tokens (B, 1) that continue prompt (B, T0), each as soon as it is sampled."""
     was_training = model.training
     model.eval()
     if generator is None:
@@ -56,18 +72,58 @@ def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int, *, tem
         return sequence if limit is None else sequence[:, -limit:]
 
     cache = model.new_cache() if use_cache else None
-    for step in range(max_new_tokens):
-        if not use_cache:
-            logits = model(window())
-        elif step == 0 or (limit is not None and cache.length >= limit):
-            cache = model.new_cache()
-            logits = model(window(), cache)
-        else:
-            logits = model(sequence[:, -1:], cache)  # only the newest token; the cache holds the rest
-        token = next_token(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
-        sequence = torch.cat((sequence, token), dim=1)
-    model.train(was_training)
-    return sequence
+    # The next step reads a block (Transformer), the newest token (a recurrent model's cache holds the rest) or,
+    # for a recurrent model without a cache, everything.
+    keep = limit if limit is not None else (1 if use_cache else None)
+    try:
+        for step in range(max_new_tokens):
+            if not use_cache:
+                logits = model(window())
+            elif step == 0 or (limit is not None and cache.length >= limit):
+                cache = model.new_cache()
+                logits = model(window(), cache)
+            else:
+                logits = model(sequence[:, -1:], cache)  # only the newest token; the cache holds the rest
+            token = next_token(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
+            # Only the context the next step reads is kept, so a long sample costs no more per token than a short one.
+            sequence = torch.cat((sequence if keep is None else sequence[:, -keep:], token), dim=1)
+            yield token
+    finally:
+        model.train(was_training)
+
+
+class TextStream:
+    """Turns token ids, pushed one at a time, into text that can be printed at once.
+
+    A character may span several tokens (byte and BPE tokenizers): text ending in an unfinished one (a lone
+    surrogate from the byte tokenizer, U+FFFD from BPE) is held back until the character completes, or until
+    ``MAX_PENDING`` tokens show it never will. The pieces join to ``tokenizer.decode`` of all the ids (unless
+    a character starts after more than ``MAX_PENDING`` undecodable tokens in a row)."""
+
+    MAX_PENDING = 8  # a UTF-8 character has at most 4 bytes
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.pending: list[int] = []
+
+    def push(self, token_id: int) -> str:
+        """The text that ``token_id`` completes ('' while a character is unfinished)."""
+        self.pending.append(token_id)
+        text = self.tokenizer.decode(self.pending)
+        if text and _unfinished(text[-1]) and len(self.pending) < self.MAX_PENDING:
+            return ""
+        self.pending = []
+        return text
+
+    def flush(self) -> str:
+        """Whatever is still held back, at the end of the sample."""
+        text = self.tokenizer.decode(self.pending) if self.pending else ""
+        self.pending = []
+        return text
+
+
+def _unfinished(char: str) -> bool:
+    return char == "\ufffd" or "\udc80" <= char <= "\udcff"
 
 
 @dataclass

@@ -20,16 +20,22 @@ import torch.nn.functional as F
 from models.config import TrialConfig
 from models.families import build_model
 from models.optim import build_optimizer, lr_at, set_lr
+from textune.errors import TextuneError
 
 
 class Diverged(Exception):
     """The training loss became NaN or infinite: the trial ends as ``diverged``."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when a GPU is visible, else CPU."""
+def resolve_device(name: str, where: str = 'trial config key "device"') -> torch.device:
+    """``auto`` is CUDA when a GPU is visible, else CPU; ``cuda`` without a visible GPU is a TextuneError naming
+    ``where`` (the key or option the name came from)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TextuneError(f"{where} asks for cuda, but this machine has no CUDA device that PyTorch can use "
+                           f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}).",
+                           "Use cpu (or auto, which picks a GPU when there is one).")
     return torch.device(name)
 
 
@@ -64,8 +70,9 @@ class Trainer:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _batch(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.dataset.sample_batch(split, self.config.batch_size, self.config.block_size, self.sampler)
+    def _batch(self, split: str, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``rows`` (default batch_size) random blocks of ``split``: x and y (rows, T)."""
+        x, y = self.dataset.sample_batch(split, rows or self.config.batch_size, self.config.block_size, self.sampler)
         return self._to_device(x), self._to_device(y)
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
@@ -81,7 +88,11 @@ class Trainer:
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
 
     def train_until(self, target_tokens: int, on_step: Callable[[int], None]) -> tuple[float, float]:
-        """Optimiser steps until ``target_tokens``; (mean train loss over them, seconds spent)."""
+        """Optimiser steps until exactly ``target_tokens``; (mean train loss over them, seconds spent).
+
+        Steps are whole (``tokens_per_step``) except the last, which is shortened when a whole one would pass
+        the target: budgets and evaluation points are met exactly, never overrun.
+        """
         config = self.config
         self.model.train()
         # Summed where it is computed and read once per call: reading it every step (loss.item()) would make
@@ -92,22 +103,49 @@ class Trainer:
         while self.tokens < target_tokens:
             lr = lr_at(self.tokens, config)
             set_lr(self.optimizer, lr)
-            for _ in range(config.grad_accum):
-                loss = self.loss(*self._batch("train"))
-                (loss / config.grad_accum).backward()
-                loss_sum += loss.detach()
+            step_tokens = min(config.tokens_per_step, target_tokens - self.tokens)
+            if step_tokens < config.tokens_per_step:
+                loss_sum += self._short_step(step_tokens)
                 micro_batches += 1
+            else:
+                for _ in range(config.grad_accum):
+                    loss = self.loss(*self._batch("train"))
+                    (loss / config.grad_accum).backward()
+                    loss_sum += loss.detach()
+                    micro_batches += 1
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
-            self.tokens += config.tokens_per_step
+            self.tokens += step_tokens
             on_step(self.tokens)
         mean_loss = loss_sum.item() / max(1, micro_batches)  # waits for the device's queued work
         if not math.isfinite(mean_loss):
             raise Diverged(f"training loss became {mean_loss} by {self.tokens} tokens")
         return mean_loss, time.perf_counter() - started
+
+    def _short_step(self, step_tokens: int) -> torch.Tensor:
+        """Gradients of a step that trains on exactly ``step_tokens`` (< tokens_per_step) tokens: whole blocks,
+        the last one's targets past the count masked out, in micro-batches of at most batch_size blocks. Its
+        mean loss (nats/token), detached."""
+        block_size, batch_size = self.config.block_size, self.config.batch_size
+        rows = -(-step_tokens // block_size)  # ceil: the last block may count only in part
+        total = torch.zeros((), device=self.device)
+        for first in range(0, rows, batch_size):
+            x, y = self._batch("train", min(batch_size, rows - first))
+            counted = step_tokens - first * block_size  # tokens still to count, from this micro-batch's first
+            if counted < y.numel():
+                y = y.flatten().clone()
+                y[counted:] = -100  # cross_entropy's ignore_index
+                y = y.view(x.shape)
+            with self.autocast():
+                logits = self.forward(x)  # (b, T, V)
+            summed = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), reduction="sum",
+                                     ignore_index=-100)
+            (summed / step_tokens).backward()
+            total += summed.detach()
+        return total / step_tokens
 
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> float:

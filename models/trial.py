@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
+from data_pipeline.tokenization import printable
 from models.checkpoint import load_checkpoint, read_meta, write_checkpoint
 from models.config import RESUMABLE_CHANGES, TrialConfig, parse_trial_config
 from models.generate import generate
@@ -172,12 +173,13 @@ class _TrialLoop:
             self.tensorboard.text(sample, trainer.tokens)
         checkpoint_dir = Path(tempfile.mkdtemp(prefix=f"textune-ckpt-{trainer.tokens}-"))
         try:
+            # The tokenizer travels with the weights, so generation needs no dataset; saved first, so the
+            # checkpoint's checksums cover it.
+            self.dataset.tokenizer.save(checkpoint_dir)
             write_checkpoint(checkpoint_dir, trainer.state_dict(),
                              {"tokens": trainer.tokens, "step": trainer.step, "val_bpc": val_bpc,
                               "vocab_size": trainer.vocab_size,
                               "tokenizer_kind": self.dataset.manifest.tokenizer.kind, "config": cfg.model_dump()})
-            # The tokenizer travels with the weights, so generation needs no dataset.
-            self.dataset.tokenizer.save(checkpoint_dir)
             self._report(metrics, str(checkpoint_dir))
         finally:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
@@ -206,4 +208,5 @@ class _TrialLoop:
         generator = torch.Generator(device=self.trainer.device).manual_seed(self.cfg.seed + self.trainer.tokens)
         ids = generate(self.trainer.model, prompt, self.cfg.sample_tokens, temperature=1.0, top_k=None,
                        generator=generator)
-        return self.dataset.tokenizer.decode(ids[0].tolist())
+        # Undecodable bytes (byte tokenizer) become U+FFFD: TensorBoard stores the sample as UTF-8.
+        return printable(self.dataset.tokenizer.decode(ids[0].tolist()))

@@ -1,4 +1,4 @@
-"""Shared test fixtures: the repo's shared data, an isolated cache and a CLI runner."""
+"""Shared test fixtures: real or generated text, an isolated cache and a CLI runner."""
 
 from __future__ import annotations
 
@@ -12,17 +12,29 @@ from typing import Iterator
 
 import pytest
 
+from data_pipeline.config import SyntheticConfig
+from data_pipeline.synthetic import MarkovSource
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+# The most any test reads (the tokenizer tests: 300,000 characters); 500 words give BPE merges to spare.
+GENERATED_TEXT = SyntheticConfig(characters=300_000, words=500, branching=16)
 
 
 @pytest.fixture(scope="session")
-def shakespeare_file() -> Path:
-    """The tinyshakespeare text kept beside the checkout for tests (never copied into the project)."""
-    path = SHARED_DATA / "tinyshakespeare.txt"
-    assert path.is_file(), f"test data missing: {path}"
-    return path
+def shakespeare_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Text for tests that need a real corpus: tinyshakespeare from ``../shared/data`` beside the checkout
+    when it is there, else sentences the project generates (the synthetic corpus, half a second), so a fresh
+    clone passes offline. Nothing is downloaded: a user who wants the tests on the real text gets it with
+    textune's checksum-verified download (``textune data prepare shakespeare``, docs/data.md) and copies
+    ``$TEXTUNE_CACHE_DIR/downloads/tinyshakespeare.txt`` to ``../shared/data/``.
+    """
+    shared = SHARED_DATA / "tinyshakespeare.txt"
+    if shared.is_file():
+        return shared
+    generated = tmp_path_factory.mktemp("generated-text") / "generated.txt"
+    generated.write_text(MarkovSource(GENERATED_TEXT).generate(GENERATED_TEXT.characters), encoding="utf-8")
+    return generated
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +43,9 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     cache = tmp_path_factory.mktemp("textune-cache")
     monkeypatch.setenv("TEXTUNE_CACHE_DIR", str(cache))
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    # A user's own tinyshakespeare settings would change what the shakespeare built-in tests download.
+    monkeypatch.delenv("TEXTUNE_SHAKESPEARE_PATH", raising=False)
+    monkeypatch.delenv("TEXTUNE_SHAKESPEARE_URL", raising=False)
     return cache
 
 
@@ -57,6 +72,29 @@ def run_textune(*args: str, env: dict[str, str] | None = None, cwd: Path | None 
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "tune_jobs.cli.main", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO_ROOT, timeout=timeout)
+
+
+def build_wheel(workdir: Path) -> tuple[Path, str]:
+    """Build textune's wheel offline into ``workdir``/dist; returns the wheel and pip's output.
+
+    From a copy of the packaged files in ``workdir``/source, so the build's own folders (build/, *.egg-info)
+    never land in the checkout.
+    """
+    from cluster.jobs import SHIPPED_PACKAGES  # every package the wheel holds
+
+    source = workdir / "source"
+    source.mkdir(parents=True)
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy2(REPO_ROOT / name, source / name)
+    for package in SHIPPED_PACKAGES:
+        shutil.copytree(REPO_ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                             "--wheel-dir", str(workdir / "dist"), str(source)],
+                            capture_output=True, text=True, timeout=240)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    [wheel] = (workdir / "dist").glob("textune-*.whl")
+    return wheel, output
 
 
 # A real ASHA + HyperOpt search on the synthetic corpus, small enough that Ray's start-up dominates (about a

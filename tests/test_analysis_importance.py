@@ -19,7 +19,8 @@ from sklearn.ensemble import RandomForestRegressor
 from conftest import assert_user_error, run_textune
 from textune.errors import TextuneError
 from tune_jobs.analysis.fanova import ForestAnova
-from tune_jobs.analysis.importance import ImportanceReport, analyze_importance
+from tune_jobs.analysis.importance import ImportanceReport, analyze_importance, no_ranking_reason
+from tune_jobs.cost import trial_cost
 from tune_jobs.experiment import SPEC_FILE
 from tune_jobs.results import CONFIG_PREFIX, ExperimentResults, write_tables
 from tune_jobs.spec import JobSpec
@@ -78,12 +79,19 @@ def known_trials(n: int, statuses: Callable[[int], str] = lambda i: "completed")
 
 
 def write_experiment(storage: Path, trials: pd.DataFrame) -> Path:
-    """An experiment directory as the run leaves it, as far as analyze reads it: the spec and results.parquet."""
+    """An experiment directory as the run leaves it, as far as analyze reads it: the spec and results.parquet
+    (with every column a results table has; those analyze does not read hold plain values)."""
     spec = spec_for(storage)
     root = storage / spec.name
     root.mkdir(parents=True)
     (root / SPEC_FILE).write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
-    write_tables(ExperimentResults(trials, pd.DataFrame({"trial_id": trials["trial_id"]})),
+    costs = pd.DataFrame([trial_cost({"tokens": tokens, "time_total_s": 1.0}, spec.resources)
+                          for tokens in trials["tokens"]])
+    trials = trials.assign(best_val_bpc=trials["best_metric"], best_val_ppl=math.nan, floor_bpc=math.nan,
+                           **{column: costs[column] for column in ("flops", "wall_time_s", "device_kind",
+                                                                   "device_hours")},
+                           checkpoint=None, trial_dir=[str(root / f"trial_{t}") for t in trials["trial_id"]])
+    write_tables(ExperimentResults(trials, pd.DataFrame({"trial_id": trials["trial_id"], "tokens": trials["tokens"]})),
                  str(root / "results.parquet"), str(root / "evaluations.parquet"), pyarrow.fs.LocalFileSystem())
     return root
 
@@ -100,6 +108,7 @@ def test_ranking_shares_and_curves_follow_the_known_function(tmp_path: Path) -> 
                for share in report.importance)
     assert 0.9 < sum(shares.values()) <= 1.0  # an additive function: next to nothing in interactions
     assert report.n_trials == 120 and report.oob_r2 > 0.5 and "tokens / 400,000" in report.budget_rule
+    assert (report.n_hyperparameters, report.trials_needed, report.no_ranking_reason) == (4, 40, None)
     lr = report.main_effects["lr"]
     assert lr.kind == "numeric" and lr.log and min(lr.x) == pytest.approx(1e-4) and max(lr.x) == pytest.approx(0.1)
     assert abs(math.log10(lr.x[int(np.argmin(lr.y))]) + 2.5) < 0.4  # the parabola's minimum
@@ -153,21 +162,61 @@ def test_cli_bad_input_changes_nothing(tmp_path: Path) -> None:
     assert_user_error(run_textune("analyze", str(tmp_path / "missing")), "is not a textune experiment")
 
 
-def test_cli_json_on_a_real_search_with_a_control_knob(experiment_copy: Path) -> None:
+# Issue 13 F.16: a ranking needs 10 finished trials per hyperparameter and a surrogate that beats the mean.
+@pytest.mark.parametrize("n_trials, n_params, oob_r2, fragments", [
+    (4, 5, -0.685, ["4 finished trials for 5 hyperparameters", "at least 50 (10 per hyperparameter)",
+                    "out-of-bag R² -0.69, not above 0", "num_samples of at least 50 (46 more trials"]),
+    (49, 5, 0.5, ["49 finished trials for 5 hyperparameters", "at least 50 (1 more trial than this one)"]),
+    (60, 5, -0.05, ["out-of-bag R² -0.05", "twice as many, 120"]),
+    (50, 5, 0.01, None),  # both rules met, just
+    (60, 5, 0.6, None),
+], ids=["the issue's 4-trial search", "one trial short", "enough trials, surrogate no better than the mean",
+        "at both thresholds", "enough evidence"])
+def test_no_ranking_reason_states_the_rule_and_the_trials_needed(n_trials: int, n_params: int, oob_r2: float,
+                                                                 fragments: list[str] | None) -> None:
+    reason = no_ranking_reason(n_trials, n_params, oob_r2)
+    if fragments is None:
+        assert reason is None
+        return
+    assert reason is not None and reason.startswith("Importance cannot be read from this search: ")
+    assert all(fragment in reason for fragment in fragments), reason
+    assert ("out-of-bag" in reason) == (oob_r2 <= 0) and ("at least 50" in reason) == (n_trials < 50)
+
+
+@pytest.mark.parametrize("n_trials, noise_only", [(20, False), (60, True)],
+                         ids=["too few trials for 4 hyperparameters", "enough trials of pure noise"])
+def test_a_search_that_cannot_back_a_ranking_gets_none(tmp_path: Path, n_trials: int, noise_only: bool) -> None:
+    trials = known_trials(n_trials)
+    if noise_only:  # the metric has nothing to do with the config: the surrogate cannot beat the mean
+        trials["best_metric"] = np.random.default_rng(5).normal(3.0, 0.1, n_trials)
+    report = analyze_importance(trials, spec_for(tmp_path))
+    assert (report.n_trials, report.n_hyperparameters, report.trials_needed) == (n_trials, 4, 40)
+    if noise_only:
+        assert report.oob_r2 <= 0 and "twice as many, 120" in str(report.no_ranking_reason)
+    assert report.no_ranking_reason == no_ranking_reason(n_trials, 4, report.oob_r2) is not None
+    assert report.importance == [] and report.main_effects == {} and report.interactions == []
+
+
+def test_a_real_small_search_gets_no_ranking(experiment_copy: Path) -> None:
+    """The test suite's real search: 8 trials of 5 hyperparameters (the control knob among them), far from the
+    50 a ranking needs. Both outputs say so; neither ranks."""
+    table = run_textune("analyze", str(experiment_copy))
+    assert table.returncode == 0, table.stderr
+    assert "over 8 finished trials of 5 hyperparameters" in table.stdout
+    assert "Importance cannot be read from this search: it has 8 finished trials for 5 hyperparameters, and a " \
+           "ranking needs at least 50 (10 per hyperparameter)" in table.stdout
+    assert "num_samples of at least 50 (42 more trials" in table.stdout
+    assert "share" not in table.stdout and "(within chance)" not in table.stdout
     result = run_textune("analyze", str(experiment_copy), "--json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert document == json.loads((experiment_copy / "analysis" / "importance.json").read_text())
-    assert set(document) == {"metric", "mode", "n_trials", "budget_rule", "oob_r2", "importance", "main_effects",
-                             "interactions"}
     report = ImportanceReport.model_validate(document)
     trials = pd.read_parquet(experiment_copy / "results.parquet")
+    assert report.n_trials == trials["status"].isin(["completed", "early_stopped", "diverged", "oom"]).sum() == 8
+    assert (report.n_hyperparameters, report.trials_needed) == (5, 50)
+    assert report.no_ranking_reason is not None and report.no_ranking_reason in table.stdout
+    assert report.importance == [] and report.main_effects == {} and report.interactions == []
     searched = {column[len(CONFIG_PREFIX):] for column in trials if column.startswith(CONFIG_PREFIX)}
-    assert {share.param for share in report.importance} == searched == set(report.main_effects)
-    assert "ignored_knob" in searched  # sampled and recorded like any other hyperparameter, never trained with
+    assert "ignored_knob" in searched and len(searched) == 5  # sampled and recorded like any other hyperparameter
     assert "ignored_knob" not in json.loads((experiment_copy / "best" / "meta.json").read_text())["config"]
-    assert 0 <= sum(share.share for share in report.importance) <= 1 + 1e-9
-    assert all(0 <= share.chance_share <= 1 and 0 <= share.share_above_chance <= share.share
-               for share in report.importance)
-    assert report.n_trials == trials["status"].isin(["completed", "early_stopped", "diverged", "oom"]).sum()
-    assert len(report.interactions) == 3

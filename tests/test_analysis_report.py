@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from conftest import assert_user_error, run_textune
+from tune_jobs.analysis.importance import ImportanceReport
 from tune_jobs.analysis.quality import QualityConfig, repetition_rate, sample_top_configs, text_metrics, word_ids
 from tune_jobs.cost import COST_COLUMNS, trial_cost
 from tune_jobs.experiment import open_experiment
@@ -33,14 +34,20 @@ SAMPLING = ("--top-k", "2", "--seeds", "2", "--max-new-tokens", "40")
 
 
 def importance_document(trials: pd.DataFrame) -> dict[str, Any]:
-    """What ``textune analyze`` writes, in the agreed shape."""
-    return {"metric": "val_bpc", "mode": "min", "n_trials": len(trials), "budget_rule": "last rung reached",
-            "oob_r2": 0.5,
-            "importance": [{"param": "lr", "share": 0.6}, {"param": "batch_size", "share": 0.2},
-                           {"param": "n_heads", "share": 0.05}, {"param": "head_dim", "share": 0.01}],
-            "main_effects": {"lr": {"kind": "numeric", "log": True, "x": [0.004, 0.01, 0.04], "y": [3.4, 3.2, 3.6]},
-                             "batch_size": {"kind": "categorical", "log": False, "x": [8, 16], "y": [3.5, 3.3]}},
-            "interactions": [{"params": ["lr", "batch_size"], "share": 0.08}]}
+    """What ``textune analyze`` writes for a search that backs a ranking, in the agreed shape."""
+    shares = [("lr", 0.6, 0.05, True), ("batch_size", 0.2, 0.02, True), ("n_heads", 0.05, 0.03, True),
+              ("head_dim", 0.01, 0.02, False)]
+    effects = {"lr": {"kind": "numeric", "log": True, "x": [0.004, 0.01, 0.04], "y": [3.4, 3.2, 3.6]},
+               **{name: {"kind": "categorical", "log": False, "x": [8, 16], "y": [3.5, 3.3]}
+                  for name in ("batch_size", "n_heads", "head_dim")}}
+    document = {"metric": "val_bpc", "mode": "min", "n_trials": 48, "n_hyperparameters": 4, "trials_needed": 40,
+                "budget_rule": "last rung reached", "oob_r2": 0.5, "no_ranking_reason": None,
+                "importance": [{"param": param, "share": share, "chance_share": chance,
+                                "share_above_chance": max(0.0, share - chance), "beyond_chance": beyond}
+                               for param, share, chance, beyond in shares],
+                "main_effects": effects, "interactions": [{"params": ["lr", "batch_size"], "share": 0.08}]}
+    ImportanceReport.model_validate(document)
+    return document
 
 
 def confirm_document(trials: pd.DataFrame) -> dict[str, Any]:
@@ -112,6 +119,10 @@ def test_report_opens_in_a_browser_with_every_section(experiment_copy: Path, bro
     assert all((hint in text) != with_analyses for hint in hints), text[:2000]
     if with_analyses:
         assert "the lead exceeds the noise" in text and "lr × batch_size" in text
+        # The ranking comes with its evidence and the chance columns analyze prints (issue 14 F).
+        assert "fitted on 48 finished trials of 4 hyperparameters" in text and "out-of-bag R² is 0.500" in text
+        assert "hyperparameter share chance above beyond chance best at" in text
+        assert "lr 60.0% 5.0% 55.0% yes 0.01" in text and "head_dim 1.0% 2.0% 0.0% no (within chance) 16" in text
     else:
         assert "Not drawn: the evaluations table has no timestamp or time_total_s column" in text
     # The markup prompt is shown as text in the samples and nowhere turned into an element.
@@ -135,6 +146,24 @@ def check_samples_document(experiment: Path, trials: pd.DataFrame) -> None:
     options = QualityConfig(top_k=2, prompts=samples["prompts"], seeds=samples["seeds"],
                             max_new_tokens=samples["max_new_tokens"])
     assert sample_top_configs(open_experiment(experiment), trials, options) == samples
+
+
+# Issue 13 F.16: the report on a search too small for a ranking (the suite's real 8-trial search of 5
+# hyperparameters, after a real analyze) says so with the numbers, and draws and lists no ranking.
+def test_report_on_a_search_too_small_for_importance_shows_no_ranking(experiment_copy: Path, tmp_path: Path) -> None:
+    analyzed = run_textune("analyze", str(experiment_copy))
+    assert analyzed.returncode == 0, analyzed.stderr
+    out = tmp_path / "report"
+    made = run_textune("report", str(experiment_copy), "--top-k", "1", "--seeds", "1", "--max-new-tokens", "8",
+                       "--out", str(out))
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert not (out / "importance.png").exists() and (out / "learning_curves.png").exists()
+    page = (out / "index.html").read_text()
+    section = page[page.index('<section id="importance">'):page.index('<section id="confirmation">')]
+    assert "fitted on 8 finished trials of 5 hyperparameters" in section and "needs at least 50 trials" in section
+    assert "Importance cannot be read from this search" in section and "42 more trials" in section
+    assert "<img" not in section and "<table" not in section
+    assert "one training run on one seed" in page
 
 
 @pytest.mark.parametrize("words, expected", [
@@ -187,7 +216,7 @@ def test_device_hours_count_the_devices_a_trial_held(resources: dict[str, float]
 @pytest.mark.parametrize("arguments, fragments", [
     (["{missing}"], ["is not a textune experiment"]),
     (["{experiment}", "--out", "{occupied}"], ["not a textune report", "--out"]),
-    (["{experiment}", "--top-k", "0"], ["top_k"]),
+    (["{experiment}", "--top-k", "0"], ["--top-k", "1<=x<=100"]),
     (["{experiment}", "--prompt", ""], ["prompts"]),
 ])
 def test_report_bad_input(finished_experiment: Path, tmp_path: Path, arguments: list[str],
@@ -199,3 +228,24 @@ def test_report_bad_input(finished_experiment: Path, tmp_path: Path, arguments: 
     assert_user_error(run_textune("report", *[a.format(**paths) for a in arguments]), *fragments)
     assert (occupied / "notes.txt").read_text() == "mine"
     assert not (finished_experiment / "report").exists() and not (finished_experiment / "analysis").exists()
+
+
+# S4 (issue 14 A.3): a report replaces exactly the files an earlier report wrote, and refuses a directory
+# that holds anything else (the user's notes.txt and slides/ were deleted before).
+def test_report_out_replaces_an_earlier_report_and_never_touches_the_users_files(experiment_copy: Path,
+                                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    quick = ("--top-k", "1", "--seeds", "1", "--max-new-tokens", "8", "--out", str(out))
+    for _ in range(2):  # the second run replaces the first report
+        made = run_textune("report", str(experiment_copy), *quick)
+        assert made.returncode == 0, made.stderr[-3000:]
+    written = json.loads((out / ".textune-report.json").read_text())
+    assert written[0] == "index.html" and sorted(p.name for p in out.iterdir()) == sorted([*written,
+                                                                                           ".textune-report.json"])
+    (out / "notes.txt").write_text("mine")
+    (out / "slides").mkdir()
+    (out / "slides" / "talk.pdf").write_bytes(b"%PDF")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    refused = run_textune("report", str(experiment_copy), *quick)
+    assert_user_error(refused, f"{out} holds files that are not a textune report (notes.txt, slides/)", "--out")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

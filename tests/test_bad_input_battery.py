@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, assert_user_error, run_textune
+from test_yaml_loader import ALIAS_BOMB
+from textune.config import MAX_YAML_DEPTH
 
 # A guard against a hang, not a speed limit: the first row waits for the session's finished experiment.
 pytestmark = pytest.mark.timeout(900)
@@ -112,6 +114,102 @@ BAD_INPUTS = [
     BadInput("cli-unknown-option", ("run", "{quickstart}", "--sett", "num_samples=2"),
              ("No such option '--sett'", "Did you mean '--set'?")),
     BadInput("cli-unknown-command", ("rnu", "{quickstart}"), ('no command "rnu"', 'Did you mean "run"?')),
+    # S8 (textune replay): more replay bad inputs, on damaged experiments, are in tests/test_replay_cli.py.
+    BadInput("cli-replay-unknown-strategy", ("replay", "{experiment}", "--strategy", "hyperopt+hyperband"),
+             ('--strategy "hyperopt+hyperband" is not a strategy', 'Did you mean "hyperopt+asha"?')),
+    BadInput("cli-replay-no-workers", ("replay", "{experiment}", "--workers", "0"), ('"workers" = 0 is invalid',)),
+    BadInput("cli-replay-not-an-experiment", ("replay", "{storage}/no-such-experiment"),
+             ("{storage}/no-such-experiment is not a textune experiment",)),
+    # S1 (pre-flight): points to evaluate, produced values, mixed choices, numbers out of range, ASHA rungs,
+    # small budgets, grid x num_samples, long names and a block size beyond the prepared val split.
+    BadInput("space-point-not-in-choice",
+             run("search.points_to_evaluate=[{{lr: 0.01, n_heads: 3, head_dim: 16, batch_size: 8}}]"),
+             ("search.points_to_evaluate[0].n_heads = 3 is not one of its choice values [2, 4]",)),
+    BadInput("space-point-missing-a-key", run("search.points_to_evaluate=[{{lr: 0.01}}]"),
+             ("search.points_to_evaluate[0].n_heads is missing",)),
+    BadInput("space-quniform-fraction-on-an-integer-key", run("space.grad_accum={{quniform: [1, 3, 0.5]}}"),
+             ("space.grad_accum = 1.5 (quniform [1.0, 3.0, 0.5])", '"grad_accum" = 1.5 is invalid')),
+    BadInput("space-choice-of-mixed-types",
+             run("space.ignored_x={{choice: [1, two, 3.5, null, true, [1, 2], {{k: v}}]}}"),
+             ('"space.ignored_x"', "choice value [1, 2] is a list")),
+    BadInput("spec-cpu-infinite", run("resources.cpu=.inf"), ('"resources.cpu" = inf', "finite number")),
+    BadInput("spec-gpu-infinite", run("resources.gpu=.inf"), ('"resources.gpu" = inf', "finite number")),
+    BadInput("spec-seed-negative", run("seed=-1"), ('"seed" = -1', "greater than or equal to 0")),
+    BadInput("spec-seed-beyond-32-bits", run("seed=4294967296"), ('"seed" = 4294967296', "4294967295")),
+    BadInput("spec-reduction-factor-near-1", run("scheduler.reduction_factor=1.0000001"),
+             ("scheduler.reduction_factor (1.0000001) gives ASHA", "at most 20 are allowed")),
+    BadInput("spec-small-budget", run("budget.max_tokens=20000"),
+             ("2 problems", "budget.eval_every_tokens (50000) exceeds budget.max_tokens (20000)",
+              "scheduler.grace_period_tokens (50000) exceeds budget.max_tokens (20000)")),
+    BadInput("spec-grid-times-num-samples",
+             run("search.algorithm=grid", "space={{lr: {{grid: [0.01, 0.02]}}}}", "num_samples=2"),
+             ("num_samples (2) would run every grid point 2 times", "seed: {{grid: [0, 1, ...]}}")),
+    BadInput("name-too-long", ("run", "{quickstart}", "--set=storage={storage}", "--name", "n" * 300),
+             ('"name"', "1 to 100 characters", "(this one has 300)")),
+    # The world's cache holds this corpus prepared (a cache hit: nothing is written); its val split has 1000 tokens.
+    BadInput("data-block-beyond-the-val-split", run("data.synthetic={{characters: 20000}}", "model.block_size=4096"),
+             ("model.block_size = 4096 does not fit the prepared dataset", '"val" split', "has 1000 tokens")),
+    # S2 (YAML): hostile documents in spec files and in --set values, one loader for both.
+    BadInput("spec-yaml-duplicate-key", ("run", "{tmp}/job.yaml"),
+             ("{tmp}/job.yaml at line 3, column 1", 'repeats the key "num_samples" (first given at line 2)'),
+             files={"job.yaml": "name: dup\nnum_samples: 4\nnum_samples: 400\n"}),
+    BadInput("spec-yaml-alias-bomb", ("run", "{tmp}/job.yaml"),
+             ("{tmp}/job.yaml at line 2, column 8", "uses the YAML alias *a"), files={"job.yaml": ALIAS_BOMB}),
+    BadInput("spec-yaml-deep-nesting", ("run", "{tmp}/job.yaml"),
+             ("{tmp}/job.yaml at line 1", f"more than {MAX_YAML_DEPTH} levels deep"),
+             files={"job.yaml": "space: " + "[" * 20000 + "]" * 20000 + "\n"}),
+    BadInput("spec-yaml-tag-in-set", run("storage=!!python/name:os.system"),
+             ('--set "storage=!!python/name:os.system"', "holds a YAML tag that is not plain data")),
+    BadInput("spec-yaml-alias-in-set", run("space.lr=*lr"), ('--set "space.lr=*lr"', "uses the YAML alias *lr")),
+    BadInput("spec-yaml-syntax-in-set", run("space.lr={{choice: [1e-3, 3e-3}}"),
+             ('--set "space.lr={{choice: [1e-3, 3e-3}}": the value is not valid YAML',)),
+    # S5 (cluster path): Jobs API URLs that do not parse (the Jobs API client answered with a traceback).
+    BadInput("cli-submit-port-out-of-range",
+             ("submit", "{quickstart}", "--set=storage={storage}", "--address", "http://127.0.0.1:99999"),
+             ('--address "http://127.0.0.1:99999" is not a Jobs API URL', "port from 1 to 65535")),
+    BadInput("cli-jobs-url-without-host", ("jobs", "list", "--address", "http://"),
+             ('--address "http://" is not a Jobs API URL (it names no host)',)),
+    # S6 (command options and paths): every numeric option has a finite range; a path of the wrong sort (a
+    # directory for a file, a file for a directory, a missing input, an unwritable place) is named before any work.
+    BadInput("data-synthetic-seed-negative", ("data", "prepare", "synthetic", "--seed", "-1"),
+             ('"synthetic.seed" = -1', "greater than or equal to 0")),
+    BadInput("data-synthetic-characters-beyond-range", ("data", "prepare", "synthetic", "--characters", "10" * 8),
+             ('"synthetic.characters" = 1010101010101010', "less than or equal to 1000000000")),
+    BadInput("data-bpe-vocab-size-beyond-range",
+             ("data", "prepare", "synthetic", "--tokenizer", "bpe", "--vocab-size", "99999999999"),
+             ('"tokenizer.vocab_size" = 99999999999', "less than or equal to 1048576")),
+    BadInput("cli-generate-temperature-nan", ("generate", "{experiment}", "--temperature", "nan"),
+             ("'--temperature'", "'nan' is not a finite number")),
+    BadInput("cli-generate-top-p-infinite", ("generate", "{experiment}", "--top-p", "inf"), ("'--top-p'",)),
+    BadInput("cli-generate-absurd-length", ("generate", "{experiment}", "--max-new-tokens", "1000000000"),
+             ("'--max-new-tokens'", "1<=x<=1000000")),
+    BadInput("cli-generate-seed-negative", ("generate", "{experiment}", "--seed", "-1"), ("'--seed'", "0<=x<=")),
+    BadInput("cli-generate-no-threads", ("generate", "{experiment}", "--threads", "0"), ("'--threads'", "1<=x<=")),
+    BadInput("cli-generate-missing-checkpoint", ("generate", "{tmp}/nowhere"), ("{tmp}/nowhere does not exist",)),
+    BadInput("cli-train-config-is-a-directory", ("train", "{tmp}"), ("{tmp} is a directory; a file is expected",)),
+    BadInput("cli-train-run-dir-is-a-file", ("train", "{tmp}/notes.txt", "--run-dir", "{tmp}/notes.txt"),
+             ("'--run-dir'", "{tmp}/notes.txt is a file, not a directory"), files={"notes.txt": "some notes\n"}),
+    BadInput("cli-data-inspect-a-file", ("data", "inspect", "{tmp}/notes.txt"),
+             ("{tmp}/notes.txt is a file, not a directory",), files={"notes.txt": "some notes\n"}),
+    BadInput("cli-export-onto-a-directory", ("export", "{experiment}", "--out", "{tmp}"),
+             ("'--out'", "{tmp} is a directory; a file is expected")),
+    BadInput("cli-export-unwritable", ("export", "{experiment}", "--out", "/proc/textune-export.parquet"),
+             ("--out /proc/textune-export.parquet cannot be written", "Choose a --out")),
+    BadInput("cli-report-out-is-a-file", ("report", "{experiment}", "--out", "{tmp}/notes.txt"),
+             ("'--out'", "{tmp}/notes.txt is a file, not a directory"), files={"notes.txt": "some notes\n"}),
+    BadInput("cli-report-absurd-seeds", ("report", "{experiment}", "--seeds", "1000000000"),
+             ("'--seeds'", "1<=x<=100")),
+    BadInput("storage-question-mark", run("storage={storage}/a?b"), ('may not hold "?"', 'no "?"')),
+    BadInput("storage-file-uri-with-a-host", run("storage=file://textune-s6-host/runs"),
+             ('"textune-s6-host" is read as a host name', "file:///textune-s6-host/runs/fresh")),
+    # S3 (experiment lifecycle and resume): a run that fails after creating its experiment removes it and the
+    # storage directories it made; `run --resume` with a spec that differs from the saved one is refused.
+    BadInput("storage-made-by-a-failed-run", run("storage={storage}/new/deeper", "data.source={tmp}/nowhere.txt"),
+             ('data source "{tmp}/nowhere.txt" does not exist',)),
+    BadInput("cli-run-resume-with-a-changed-spec",
+             ("run", "{quickstart}", "--set=storage={storage}", "--name", "{name}", "--resume", "--set=num_samples=3"),
+             ("run --resume: the job spec differs from the one {experiment} was started with",
+              "num_samples (saved 8, given 3)", "--name NEW_NAME")),
 ]
 
 

@@ -1,16 +1,19 @@
-"""Ray Tune's copies onto local storage go through whole-file writes: a writer killed half-way leaves the
-previous version of the file intact (cluster.atomic_local_fs)."""
+"""Ray Tune's copies onto local storage go through whole-file writes: a writer killed half-way, or one whose
+disk fills up, leaves the previous version of the file intact (cluster.atomic_local_fs)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow.fs as pafs
+import pytest
 
 from cluster.atomic_local_fs import PARTIAL_MARK, for_ray_tune
 from conftest import REPO_ROOT
@@ -58,3 +61,49 @@ def test_copies_arrive_whole_with_the_usual_permissions_and_the_filesystem_trave
     # Remote storage is left as it is: an object store replaces each object in one step already.
     s3 = pafs.S3FileSystem(region="us-east-1", endpoint_override="127.0.0.1:1")
     assert for_ray_tune(s3) is s3
+
+
+@contextlib.contextmanager
+def tmpfs(directory: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` at ``directory``, unmounted afterwards; skips where mounting is impossible."""
+    directory.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root, as `make test` runs): {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB disk."""
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        yield disk
+
+
+@pytest.mark.parametrize("write", ["copy_files", "copy_file", "stream"])
+def test_a_write_that_fills_the_disk_keeps_the_old_file_and_leaves_no_staging_file(small_disk: Path, tmp_path: Path,
+                                                                                  write: str) -> None:
+    target = small_disk / "experiment_state-2026.json"
+    target.write_bytes(b"previous snapshot")
+    source = tmp_path / "staging"
+    source.mkdir()
+    (source / target.name).write_bytes(os.urandom(2 << 20))  # twice what the disk holds
+    filesystem = for_ray_tune(pafs.LocalFileSystem())
+    with pytest.raises(OSError, match="No space left on device"):
+        if write == "copy_files":  # what Ray Tune does with each snapshot
+            pafs.copy_files(str(source), str(small_disk), destination_filesystem=filesystem)
+        elif write == "copy_file":
+            filesystem.copy_file(str(source / target.name), str(target))
+        else:
+            with filesystem.open_output_stream(str(target)) as stream:
+                stream.write((source / target.name).read_bytes())
+    assert target.read_bytes() == b"previous snapshot"
+    assert [p.name for p in small_disk.iterdir()] == [target.name]
+    # The failed write gave its space back: the next snapshot that fits replaces the old one.
+    (source / target.name).write_bytes(b"next snapshot")
+    pafs.copy_files(str(source), str(small_disk), destination_filesystem=filesystem)
+    assert target.read_bytes() == b"next snapshot"

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 from typing import Iterator
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from cluster.local_state import read_state
-from conftest import REPO_ROOT, assert_user_error, run_textune
+from conftest import REPO_ROOT, assert_user_error, build_wheel, run_textune
 from test_cluster_storage import BUCKET, s3_endpoint  # noqa: F401 - the module-scoped S3 server fixture
 from test_tune_spec import tiny_job
 
@@ -43,10 +44,20 @@ class LocalCluster:
     def textune(self, *args: str, env: dict[str, str] | None = None, timeout: float = 150):
         return run_textune(*args, env={**self.env, **(env or {})}, timeout=timeout)
 
+    def unexported_env(self, home: Path) -> dict[str, str]:
+        """A user who ran `cluster up` and exported nothing: the cache holds the record (its default place),
+        and ``home`` a stale ~/.ray/auth_token of some earlier Ray, the one Ray reads when nothing is set."""
+        (home / ".ray").mkdir(parents=True, exist_ok=True)
+        (home / ".ray" / "auth_token").write_text("0" * 64)
+        return {"TEXTUNE_CACHE_DIR": str(self.state_dir.parent), "HOME": str(home), "RAY_AUTH_MODE": "",
+                "RAY_AUTH_TOKEN": "", "RAY_AUTH_TOKEN_PATH": ""}
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    state_dir = tmp_path_factory.mktemp("cluster-state")
+    # The record in its default place under a cache ($TEXTUNE_CACHE_DIR/cluster), so that commands run with
+    # that cache find the cluster as a user's commands do.
+    state_dir = tmp_path_factory.mktemp("cluster-cache") / "cluster"
     started = run_textune("cluster", "up", "--workers", str(WORKERS), "--cpus-per-worker", str(CPUS_PER_WORKER),
                           "--gpus-per-worker", str(GPUS_PER_WORKER), "--state-dir", str(state_dir), timeout=150)
     try:
@@ -120,6 +131,20 @@ def test_client_without_the_right_token_is_refused_within_seconds(cluster: Local
     assert time.monotonic() - started < 15
 
 
+@pytest.mark.parametrize("command", [["jobs", "list", "--address", "{dashboard}"],
+                                     ["cluster", "status", "--address", "{gcs}"],
+                                     ["cluster", "status", "--address", "{dashboard}"]],
+                         ids=["jobs-list", "status-gcs", "status-jobs-url"])
+def test_the_local_cluster_s_addresses_bring_its_token(cluster: LocalCluster, command: list[str],
+                                                       tmp_path: Path) -> None:
+    """`cluster up`, then commands given its addresses with nothing exported (the README's sequence)."""
+    args = [part.format(dashboard=cluster.state.dashboard_url, gcs=cluster.state.gcs_address) for part in command]
+    result = run_textune(*args, env=cluster.unexported_env(tmp_path / "home"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("no jobs" in result.stdout or "submission id" in result.stdout) if command[0] == "jobs" else \
+        f"{WORKERS + 1} node(s)" in result.stdout
+
+
 @pytest.mark.parametrize("token, fragment", [("0" * 64, "rejected the auth token"), ("", "none is set")])
 def test_jobs_api_without_the_right_token_is_refused(cluster: LocalCluster, token: str, fragment: str) -> None:
     env = {"RAY_AUTH_TOKEN": token, "RAY_AUTH_TOKEN_PATH": "", "HOME": "/nonexistent"}
@@ -156,11 +181,14 @@ def test_submitted_search_spreads_over_the_workers_and_writes_results(cluster: L
     job = write_job(tmp_path / "job.yaml", name="submitted", num_samples=2, max_concurrent_trials=2,
                     resources={"cpu": CPUS_PER_WORKER, "gpu": 1},
                     budget={"max_tokens": 40960, "eval_every_tokens": 10240})
-    submitted = cluster.textune("submit", str(job), "--address", cluster.state.dashboard_url)
+    # As the README says, with nothing exported: the Jobs API URL brings the cluster's token.
+    user = cluster.unexported_env(tmp_path / "home")
+    submitted = run_textune("submit", str(job), "--address", cluster.state.dashboard_url, env=user)
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     submission_id = submitted.stdout.split("submitted ", 1)[1].split()[0]
 
-    followed = cluster.textune("jobs", "logs", submission_id, "--address", cluster.state.dashboard_url, "--follow")
+    followed = run_textune("jobs", "logs", submission_id, "--address", cluster.state.dashboard_url, "--follow",
+                           env=user, timeout=150)
     assert followed.returncode == 0 and f"job {submission_id} SUCCEEDED" in followed.stdout, followed.stdout[-3000:]
     assert "tune_jobs.cli.main run" in followed.stdout
 
@@ -171,6 +199,40 @@ def test_submitted_search_spreads_over_the_workers_and_writes_results(cluster: L
     assert trials["node_id"].nunique() == 2
     listed = cluster.textune("jobs", "list", "--address", cluster.state.dashboard_url)
     assert listed.returncode == 0 and submission_id in listed.stdout and "SUCCEEDED" in listed.stdout
+
+
+def test_a_search_submitted_from_a_regular_install_runs_the_submitter_s_packages(cluster: LocalCluster,
+                                                                                  tmp_path: Path) -> None:
+    # textune from its wheel in a venv of its own, its dependencies taken from the project's venv through a .pth
+    # file (a path line: no .pth inside that folder runs, so the checkout's editable install stays out of sight).
+    wheel, _ = build_wheel(tmp_path / "build")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    site_packages = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    (site_packages / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
+    user_env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **cluster.env}
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                    str(wheel)], check=True, env=user_env, timeout=120)
+    elsewhere = tmp_path / "elsewhere"  # the user's folder: no checkout on sys.path
+    elsewhere.mkdir()
+    job = write_job(elsewhere / "job.yaml", name="from-wheel", num_samples=1, max_concurrent_trials=1,
+                    budget={"max_tokens": 2048, "eval_every_tokens": 1024})
+    installed = subprocess.run([str(venv / "bin" / "python"), "-c", "import tune_jobs; print(tune_jobs.__file__)"],
+                               cwd=elsewhere, env=user_env, capture_output=True, text=True, timeout=60)
+    assert installed.stdout.strip() == str(site_packages / "tune_jobs" / "__init__.py"), installed.stderr
+
+    submitted = subprocess.run([str(venv / "bin" / "textune"), "submit", str(job), "--address",
+                                cluster.state.dashboard_url, "--follow"],
+                               cwd=elsewhere, env=user_env, capture_output=True, text=True, timeout=150)
+    assert submitted.returncode == 0 and "SUCCEEDED" in submitted.stdout, submitted.stderr[-3000:]
+    # The job's driver ran the packages Ray unpacked from the submission, not the nodes' own (editable) copy.
+    [shipped] = [line for line in submitted.stdout.splitlines() if line.startswith("# tune_jobs from ")]
+    assert "/py_modules_files/" in shipped and str(REPO_ROOT) not in shipped, shipped
+
+    import pandas as pd
+
+    trials = pd.read_parquet(elsewhere / "storage" / "from-wheel" / "results.parquet")
+    assert list(trials["status"]) == ["completed"] and list(trials["tokens"]) == [2048], trials
 
 
 def test_submit_follow_reports_a_failed_job_and_a_running_job_can_be_stopped(cluster: LocalCluster,
@@ -253,8 +315,10 @@ def test_status_counts_the_trials_running_on_each_node(cluster: LocalCluster, tm
                                    cluster.state.gcs_address], cwd=REPO_ROOT, env={**os.environ, **cluster.env},
                                   stdout=output, stderr=subprocess.STDOUT)
     try:
+        # A trial counts from the moment it is placed: its actor may still be starting (a worker process that
+        # imports torch on a loaded machine) while its resources already show as used.
         deadline, status = time.monotonic() + 150, ""
-        while "running trials: 2" not in status:
+        while sum(trials for _, trials in _placed_trials(status)) < 2:
             assert driver.poll() is None, driver_log.read_text()[-3000:]
             assert time.monotonic() < deadline, status
             status = run_textune("cluster", "status", "--state-dir", str(cluster.state_dir)).stdout
@@ -266,8 +330,61 @@ def test_status_counts_the_trials_running_on_each_node(cluster: LocalCluster, tm
             driver.kill()
             driver.wait()
     # 2 CPUs per trial fill a worker: one trial on each worker, none on the head.
+    assert sorted(_placed_trials(status)) == [("head", 0), ("worker", 1), ("worker", 1)], status
+    assert "free / total: CPU 1/5, GPU 2/4" in status  # the resources those two trials hold
+
+
+def _placed_trials(status: str) -> list[tuple[str, int]]:
+    """(role, trials running or starting there) per node of a `cluster status` table."""
     nodes = [line.split() for line in status.splitlines() if line.split()[1:2] in (["head"], ["worker"])]
-    assert sorted((node[1], int(node[-1])) for node in nodes) == [("head", 0), ("worker", 1), ("worker", 1)], status
+    return [(node[1], int(node[-2]) + int(node[-1])) for node in nodes]
+
+
+# Two trial actors as Ray Tune starts them (its runtime_env mark), under class names status cannot know: one up,
+# one whose creation (here a sleeping __init__; for a real trial, a worker process importing torch) has not ended.
+TRIAL_ACTORS_DRIVER = """
+import sys, time, ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+tune_mark = {"env_vars": {"PL_DISABLE_FORK": "1"}}
+
+@ray.remote(num_cpus=1, runtime_env=tune_mark)
+class TrialOfAnyName:
+    def ready(self):
+        return True
+
+@ray.remote(num_cpus=1, runtime_env=tune_mark)
+class TrialStillStarting:
+    def __init__(self):
+        time.sleep(600)
+
+up, starting = TrialOfAnyName.remote(), TrialStillStarting.remote()
+ray.get(up.ready.remote())
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_status_counts_trial_actors_of_any_class_and_those_still_starting(cluster: LocalCluster) -> None:
+    driver = subprocess.Popen([sys.executable, "-c", TRIAL_ACTORS_DRIVER, cluster.state.gcs_address], cwd=REPO_ROOT,
+                              env={**os.environ, **cluster.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        assert driver.stdout is not None
+        lines = []
+        for line in driver.stdout:  # Ray may warn first
+            lines.append(line)
+            if line.strip() == "ready":
+                break
+        assert lines and lines[-1].strip() == "ready", "".join(lines)[-3000:]
+        deadline, status = time.monotonic() + 60, ""
+        while sum(trials for _, trials in _placed_trials(status)) < 2:
+            assert time.monotonic() < deadline, status
+            status = run_textune("cluster", "status", "--state-dir", str(cluster.state_dir)).stdout
+    finally:
+        driver.kill()  # its actors end with it
+        driver.wait()
+    assert "running trials: 1 (+1 starting: placed, their worker process not up yet)" in status, status
+    assert sum(trials for _, trials in _placed_trials(status)) == 2, status
 
 
 def test_down_stops_exactly_the_cluster_processes(cluster: LocalCluster, tmp_path: Path) -> None:

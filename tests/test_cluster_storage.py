@@ -104,6 +104,19 @@ def test_bad_storage_uris_name_the_problem(s3_env: str, monkeypatch: pytest.Monk
         assert fragment in info.value.paragraph()
 
 
+def test_local_paths_that_would_land_elsewhere_are_refused(tmp_path: Path) -> None:
+    # A "?" would split one experiment over several directories (it starts a URI's options elsewhere).
+    with pytest.raises(TextuneError, match='may not hold "\\?"'):
+        resolve_storage(f"{tmp_path}/a?b")
+    # file://tmp/x names the host "tmp": the path would be /x at the root of this machine.
+    with pytest.raises(TextuneError, match='"tmp" is read as a host name') as refused:
+        resolve_storage("file://tmp/x")
+    assert "Write a local file URI with three slashes (file:///tmp/x)" in refused.value.paragraph()
+    assert not Path("/x").exists()
+    assert resolve_storage(f"file://{tmp_path}/runs")[1] == str(tmp_path / "runs")
+    assert resolve_storage(f"file://localhost{tmp_path}/runs")[1] == str(tmp_path / "runs")
+
+
 def test_unwritable_local_storage_is_refused(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")

@@ -71,8 +71,11 @@ def _file_in_the_way(root: Path) -> str:
 BAD_INPUTS = [
     ("missing-path", lambda root: str(root / "nowhere.txt"), [], ["nowhere.txt", "does not exist"]),
     ("empty-file", _file("empty.txt", b""), [], ["empty.txt", "holds no text"]),
-    ("non-utf8-char", _file("bad.txt", b"hello\nw\xf6rld\n"), [], ["bad.txt", "byte offset 7", "--tokenizer byte"]),
-    ("non-utf8-bpe", _file("bad.txt", b"ok\xff"), ["--tokenizer", "bpe"], ["bad.txt", "byte offset 2"]),
+    ("non-utf8-char", _file("bad.txt", b"hello\nw\xf6rld\n"), [], ["bad.txt", "line 2, byte offset 7",
+                                                                    "--tokenizer byte"]),
+    ("non-utf8-bpe", _file("bad.txt", b"ok\xff"), ["--tokenizer", "bpe"], ["bad.txt", "line 1, byte offset 2"]),
+    ("non-utf8-jsonl", _file("c.jsonl", b'{"text": "a"}\n{"text": "\xff"}\n'), [],
+     ["c.jsonl is not UTF-8", "line 2, byte offset 24"]),
     ("parquet-without-column", _parquet_without_text, [], ['no column "text"', "body", "--text-column"]),
     ("malformed-jsonl", _file("c.jsonl", b'{"text": "a"}\n{"text": "b"\n'), [], ["c.jsonl line 2", "JSON"]),
     ("jsonl-without-field", _file("c.jsonl", b'{"body": "a"}\n'), [], ['line 1 has no "text"', "--text-field"]),
@@ -95,7 +98,7 @@ def test_bad_input_is_one_paragraph_with_exit_code_2(make_source: Callable[[Path
 def test_unwritable_output_dir_is_named_and_nothing_is_written(tmp_path: Path) -> None:
     out = _file_in_the_way(tmp_path)
     result = run_textune("data", "prepare", "synthetic", "--out", out)
-    assert_user_error(result, "output directory", out, "--out")
+    assert_user_error(result, "'--out'", out, "is a file, not a directory")
     assert (tmp_path / "taken").read_text() == "a file, not a directory"
 
 

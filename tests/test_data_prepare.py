@@ -33,20 +33,25 @@ def documents(shakespeare_file: Path) -> list[str]:
     return ["".join(lines[i * size:(i + 1) * size]) for i in range(DOCUMENTS)]
 
 
-def _write_source(kind: str, documents: list[str], root: Path) -> str:
-    """The same documents in the format ``kind``; returns the source string a user would give."""
+def _write_source(kind: str, documents: list[str], root: Path, encoding: str = "utf-8",
+                  record_end: str = "\n") -> str:
+    """The same documents in the format ``kind``; returns the source string a user would give.
+
+    ``encoding`` and ``record_end`` shape the files textune decodes (text, JSONL): "utf-8-sig" writes a byte
+    order mark, ``record_end`` ends each JSONL record.
+    """
     table = pa.table({"id": list(range(len(documents))), "text": documents})
     if kind == "file":
-        (root / "corpus.txt").write_text("".join(documents), encoding="utf-8")
+        (root / "corpus.txt").write_text("".join(documents), encoding=encoding)
         return str(root / "corpus.txt")
     if kind in ("directory", "glob"):
         (root / "docs").mkdir()
         for i, document in enumerate(documents):
-            (root / "docs" / f"part{i}.txt").write_text(document, encoding="utf-8")
+            (root / "docs" / f"part{i}.txt").write_text(document, encoding=encoding)
         return str(root / "docs") if kind == "directory" else str(root / "docs" / "part*.txt")
     if kind == "jsonl":
         lines = [json.dumps({"title": f"t{i}", "body": d}) for i, d in enumerate(documents)]
-        (root / "corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (root / "corpus.jsonl").write_text(record_end.join(lines) + record_end, encoding=encoding)
         return str(root / "corpus.jsonl")
     if kind == "parquet":
         pq.write_table(table.rename_columns(["id", "content"]), root / "corpus.parquet")
@@ -66,6 +71,23 @@ def test_every_source_format_yields_the_same_corpus(kind: str, documents: list[s
     decoded = "".join(dataset.tokenizer.decode(dataset.tokens[split]) for split in ("train", "val", "test"))
     assert decoded == corpus
     # Content-addressed: the same text in any format has the same hash, hence the same dataset key.
+    assert dataset.manifest.source.content_hash == hashlib.sha256(corpus.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("line_end", ["\r\n", "\r"], ids=["crlf", "cr"])
+@pytest.mark.parametrize("kind", ["file", "directory", "jsonl", "parquet", "feather"])
+def test_byte_order_marks_and_line_endings_read_alike_in_every_kind(kind: str, line_end: str, documents: list[str],
+                                                                    tmp_path: Path) -> None:
+    """Text saved with a UTF-8 byte order mark and CRLF (or old Mac CR) line endings, in any format, gives the
+    corpus the same text with LF endings gives, so it shares its dataset."""
+    foreign = [document.replace("\n", line_end) for document in documents]
+    assert foreign[0] != documents[0]
+    # Tables hold decoded strings, so only their line endings differ; files carry the marker too.
+    source = _write_source(kind, foreign, tmp_path, encoding="utf-8-sig", record_end="\r\n")
+    dataset = TokenDataset.open(prepare_dataset(DataConfig(source=source, text_field="body", text_column="content")))
+    corpus = "".join(documents)
+    decoded = "".join(dataset.tokenizer.decode(dataset.tokens[split]) for split in ("train", "val", "test"))
+    assert decoded == corpus
     assert dataset.manifest.source.content_hash == hashlib.sha256(corpus.encode()).hexdigest()
 
 

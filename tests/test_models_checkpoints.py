@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from models.checkpoint import (load_checkpoint, newest_valid_checkpoint, resolve_checkpoint, sha256_of,
                                write_checkpoint)
+from models.generate import load_model
 from models.run_dir import train_in_run_dir
 from test_models_support import shakespeare_dataset, tiny_config  # noqa: F401
 from textune.errors import TextuneError
@@ -40,7 +43,11 @@ def test_a_run_keeps_one_checkpoint_per_evaluation_and_points_latest_at_the_newe
     assert resolve_checkpoint(finished_run) == checkpoints / "tokens_6144"
     state, meta = load_checkpoint(checkpoints / "tokens_4096")
     assert meta["tokens"] == state["tokens"] == 4096
-    assert meta["config"]["n_layers"] == 2 and meta["state_sha256"] == sha256_of(checkpoints / "tokens_4096/state.pt")
+    assert meta["config"]["n_layers"] == 2
+    # Every file a load trusts is covered: the weights and the tokenizer, and the metadata by its own checksum.
+    assert meta["files"] == {name: sha256_of(checkpoints / "tokens_4096" / name)
+                             for name in ("state.pt", "tokenizer.json")}
+    assert len(meta["sha256"]) == 64
 
 
 def test_a_checkpoint_with_a_planted_pickle_is_refused_without_running_it(tmp_path: Path) -> None:
@@ -75,3 +82,36 @@ def test_broken_metadata_gets_a_clear_error(tmp_path: Path, content: str | None)
         (tmp_path / "meta.json").write_text(content, encoding="utf-8")
     with pytest.raises(TextuneError, match=str(tmp_path)):
         load_checkpoint(tmp_path)
+
+
+# Issue 14 A.4: editing meta.json (vocab_size, tokenizer kind) gave a size-mismatch traceback; any change to a
+# file the load trusts now fails the checksum, naming the file.
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda c: _edit_meta(c, vocab_size=7), "meta.json was changed after it was written"),
+    (lambda c: _edit_meta(c, tokenizer_kind="byte"), "meta.json was changed after it was written"),
+    (lambda c: (c / "tokenizer.json").write_text('{"chars": ["a"]}'), "tokenizer.json has SHA-256"),
+    (lambda c: (c / "tokenizer.json").unlink(), "tokenizer.json has SHA-256 (missing)"),
+    (lambda c: _edit_meta(c, format=1), "is not textune checkpoint format 2"),
+], ids=["vocab-size", "tokenizer-kind", "tokenizer-file", "tokenizer-missing", "older-format"])
+def test_every_file_a_load_trusts_is_covered_by_the_checksum(finished_run: Path, tmp_path: Path, damage: Any,
+                                                            fragment: str) -> None:
+    checkpoint = tmp_path / "tokens_6144"
+    shutil.copytree(finished_run / "checkpoints" / "tokens_6144", checkpoint)
+    load_model(checkpoint, torch.device("cpu"))  # intact: loads
+    damage(checkpoint)
+    with pytest.raises(TextuneError, match=re.escape(fragment)):
+        load_model(checkpoint, torch.device("cpu"))
+
+
+def _edit_meta(checkpoint: Path, **changes: Any) -> None:
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    (checkpoint / "meta.json").write_text(json.dumps({**meta, **changes}))
+
+
+@pytest.mark.parametrize("pointer", [b"tokens_999\n", b"\x00\xff garbage"], ids=["missing-checkpoint", "garbage"])
+def test_a_damaged_latest_pointer_of_a_run_is_named(finished_run: Path, tmp_path: Path, pointer: bytes) -> None:
+    run_copy = tmp_path / "run"
+    shutil.copytree(finished_run, run_copy)
+    (run_copy / "checkpoints" / "latest").write_bytes(pointer)
+    with pytest.raises(TextuneError, match=re.escape(f"{run_copy}/checkpoints/latest does not name a checkpoint")):
+        resolve_checkpoint(run_copy)

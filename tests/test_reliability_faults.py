@@ -67,8 +67,9 @@ def crash_search(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> tupl
     points = [CRASH_ALWAYS, CRASH_ONCE]
     job = tiny_job(tmp_path_factory.mktemp("storage"), name="crashes", num_samples=len(points), max_failures=1,
                    budget={"max_tokens": 4 * EVAL, "eval_every_tokens": EVAL},
-                   space={"fault_at_tokens": {"choice": [CRASH_ONCE["fault_at_tokens"]]},
-                          "fault_every_attempt": {"choice": [False]}},
+                   # Both points lie in the space (a resume checks them again); random search runs the points only.
+                   space={"fault_at_tokens": {"choice": [p["fault_at_tokens"] for p in points]},
+                          "fault_every_attempt": {"choice": [False, True]}},
                    search={"algorithm": "random", "points_to_evaluate": points})
     spec = JobSpec.model_validate(job)
     experiment = run_job(spec)

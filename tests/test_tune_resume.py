@@ -11,19 +11,41 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import pytest
 import yaml
 
 from conftest import REPO_ROOT, assert_user_error, completed_trials, run_textune
-from test_tune_spec import tiny_job
+from test_tune_spec import tiny_job, write_job
 from tune_jobs.search import build_search_alg
 from tune_jobs.spec import JobSpec
 
 pytestmark = pytest.mark.timeout(300)
 
 TRIALS = 4
+
+
+def run_until(job_path: Path, ready: Callable[[], bool], stop_signal: signal.Signals) -> str:
+    """``textune run JOB`` until ``ready()``, then ``stop_signal`` to its driver; the driver's output."""
+    # A session of its own, so the Ray processes a killed driver leaves behind can be stopped with it.
+    driver = subprocess.Popen([sys.executable, "-m", "tune_jobs.cli.main", "run", str(job_path)], cwd=REPO_ROOT,
+                              env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not ready():
+            assert driver.poll() is None, driver.stdout.read()
+            assert time.monotonic() < deadline, "the search did not get there in time"
+            time.sleep(0.2)
+        driver.send_signal(stop_signal)
+        output, _ = driver.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    return output
 
 
 def searcher_losses(spec: JobSpec, experiment: Path) -> list[float]:
@@ -41,30 +63,16 @@ def searcher_losses(spec: JobSpec, experiment: Path) -> list[float]:
 ], ids=["sigint", "sigkill"])
 def test_driver_loss_then_resume_finishes_the_rest(tmp_path: Path, stop_signal: signal.Signals,
                                                    resume_command: list[str]) -> None:
+    # 8 evaluations a trial: with 4, an idle machine ran the whole search in 3 s, and the kill found it finished.
     job = tiny_job(tmp_path, name="interrupted", num_samples=TRIALS, max_concurrent_trials=1,
                    search={"algorithm": "hyperopt", "n_initial_points": 2},
-                   budget={"max_tokens": 4096, "eval_every_tokens": 1024})
+                   budget={"max_tokens": 8192, "eval_every_tokens": 1024})
     job_path = tmp_path / "job.yaml"
     job_path.write_text(yaml.safe_dump(job))
     experiment = tmp_path / "interrupted"
 
-    # A session of its own, so the Ray processes a killed driver leaves behind can be stopped with it.
-    driver = subprocess.Popen([sys.executable, "-m", "tune_jobs.cli.main", "run", str(job_path)], cwd=REPO_ROOT,
-                              env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        # The experiment's records on storage: what a driver that dies now leaves behind.
-        while len(completed_trials(experiment)) < 2:
-            assert driver.poll() is None, driver.stdout.read()
-            assert time.monotonic() < deadline, "no trial finished in time"
-            time.sleep(0.2)
-        driver.send_signal(stop_signal)
-        output, _ = driver.communicate(timeout=120)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    # The experiment's records on storage: what a driver that dies now leaves behind.
+    output = run_until(job_path, lambda: len(completed_trials(experiment)) >= 2, stop_signal)
     finished_before = completed_trials(experiment)
     assert 2 <= len(finished_before) < TRIALS, output
     if stop_signal == signal.SIGINT:
@@ -101,3 +109,47 @@ def test_driver_loss_then_resume_finishes_the_rest(tmp_path: Path, stop_signal: 
     losses = searcher_losses(spec, experiment)
     assert len(losses) == TRIALS and all(any(math.isclose(loss, bpc) for loss in losses) for bpc in finished_bpc)
     assert (experiment / "best" / "meta.json").is_file()
+
+
+# Learning rates in the order the search runs them: three that learn, then three too small to learn much in
+# the budget, which ASHA stops at the first rung when it remembers the first three.
+ASHA_POINTS = [0.03, 0.02, 0.01, 1.0e-4, 2.0e-4, 3.0e-4]
+
+
+def stop_decisions(experiment: Path) -> dict[float, tuple[str, int]]:
+    """Each trial's learning rate -> (status, tokens trained): where ASHA stopped it (trial ids differ per run)."""
+    trials = pd.read_parquet(experiment / "results.parquet")
+    return {float(row["config/lr"]): (row["status"], int(row["tokens"])) for _, row in trials.iterrows()}
+
+
+def test_asha_makes_the_same_stop_decisions_after_a_resume(tmp_path: Path) -> None:
+    # One slot and fixed points make the search deterministic: the same trials reach the same rungs in the same
+    # order with the same metrics, so only ASHA's memory of earlier trials can change a decision.
+    job = tiny_job(tmp_path, num_samples=len(ASHA_POINTS), max_concurrent_trials=1,
+                   space={"lr": {"loguniform": [min(ASHA_POINTS), max(ASHA_POINTS)]}},
+                   search={"algorithm": "random", "points_to_evaluate": [{"lr": lr} for lr in ASHA_POINTS]},
+                   scheduler={"kind": "asha", "grace_period_tokens": 4096, "reduction_factor": 2},
+                   budget={"max_tokens": 32768, "eval_every_tokens": 4096})
+    uninterrupted_path = write_job(tmp_path / "uninterrupted.yaml", dict(job, name="uninterrupted"))
+    uninterrupted = run_textune("run", str(uninterrupted_path), timeout=240)
+    assert uninterrupted.returncode == 0, uninterrupted.stdout[-3000:] + uninterrupted.stderr[-3000:]
+    expected = stop_decisions(tmp_path / "uninterrupted")
+    assert sorted(expected) == sorted(ASHA_POINTS)
+    assert any(status == "early_stopped" for status, _ in expected.values()), expected
+    # The progress table names the experiment, not Ray's staging directory under /tmp/ray.
+    logdirs = {line for line in uninterrupted.stdout.splitlines() if line.startswith("Result logdir: ")}
+    assert logdirs == {f"Result logdir: {tmp_path / 'uninterrupted'}"}, logdirs
+
+    # Ctrl-C once the third trial has reported: two have ended, and the rest, the third's later rungs and every
+    # trial that ASHA stops in the uninterrupted search, run after the resume.
+    experiment = tmp_path / "interrupted"
+    interrupted_path = write_job(tmp_path / "interrupted.yaml", dict(job, name="interrupted"))
+    reported = lambda: sum(1 for f in experiment.glob("trial_*/result.json") if f.stat().st_size) >= 3  # noqa: E731
+    output = run_until(interrupted_path, reported, signal.SIGINT)
+    assert "textune resume" in output
+    before_resume = pd.read_parquet(experiment / "results.parquet")
+    assert (before_resume["status"] == "unfinished").any() or len(before_resume) < len(ASHA_POINTS)
+
+    resumed = run_textune("resume", str(experiment), timeout=240)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert stop_decisions(experiment) == expected

@@ -65,7 +65,7 @@ def test_shipped_configs_validate(config: Path) -> None:
     ({"space": {}}, ["search space is empty"]),
     ({"name": "../escape"}, ['"name"', "no '/', '..'"]),
     ({"name": "/abs/path"}, ['"name"', "no '/', '..'"]),
-    ({"budget": {"max_tokens": 100, "eval_every_tokens": 1000}}, ["eval_every_tokens (1000) exceeds max_tokens"]),
+    ({"budget": {"max_tokens": 100, "eval_every_tokens": 1000}}, ["budget.eval_every_tokens (1000) exceeds budget.max_tokens"]),
     ({"resources": {"cpu": 1, "gpu": 1.5}}, ["resources.gpu", "whole number"]),
     ({"search": {"algorithm": "hyperopt"}, "space": {"lr": {"grid": [0.1, 0.2]}}}, ["hyperopt cannot search grid"]),
     ({"search": {"algorithm": "grid"}}, ["grid enumerates grid dimensions only", "lr"]),
@@ -96,7 +96,7 @@ def test_set_overrides_any_key_and_is_validated(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("space, samples, expected", [
-    ({"lr": {"grid": [0.1, 0.2, 0.3]}, "dropout": {"grid": [0.0, 0.1]}}, 2, 12),
+    ({"lr": {"grid": [0.1, 0.2, 0.3]}, "dropout": {"grid": [0.0, 0.1]}, "seed": {"grid": [0, 1]}}, 1, 12),
     ({"lr": {"loguniform": [0.001, 0.1]}}, 5, 5),
     ({"lr": {"loguniform": [0.001, 0.1]}, "dropout": {"grid": [0.0, 0.1]}}, 3, 6),
 ])

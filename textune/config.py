@@ -10,6 +10,7 @@ Inside the program configs are plain, already-validated data.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, TypeVar
 
@@ -90,8 +91,88 @@ def validate(model_cls: type[ModelT], data: Any, where: str) -> ModelT:
         raise TextuneError(first + more, "Fix the config and run the command again.") from exc
 
 
+# Limits that keep a hostile document from hanging or crashing the loader; real configs stay far inside them.
+MAX_YAML_DEPTH = 64  # nested mappings and lists (a job spec uses about five levels)
+
+# YAML 1.2's floats: 1e-3 and 3E5 are numbers (YAML 1.1, PyYAML's default, wants a dot and an exponent sign,
+# so it reads them as text). Values that resolve to a number need no dot or sign anywhere a config is read.
+_FLOAT_1_2 = re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.VERBOSE)
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A well-formed document textune will not read; ``problem`` says why and ``hint`` what to write instead."""
+
+    def __init__(self, mark: yaml.Mark, problem: str, hint: str) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+        self.hint = hint
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader (plain data only) with YAML 1.2 floats, no aliases, no duplicate keys, bounded depth."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            # An alias repeats a whole subtree by reference, so a few lines can expand to billions of values
+            # (an "alias bomb"); every later step (checks, messages, the saved spec) would walk the expansion.
+            raise _Refused(event.start_mark, f"uses the YAML alias *{event.anchor}; textune reads configs "
+                           "without anchors and aliases",
+                           "Write the value out in full where the alias stands.")
+        if isinstance(event, yaml.ScalarEvent):
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_YAML_DEPTH:
+            # PyYAML composes recursively: a document nested thousands deep would end in a RecursionError.
+            raise _Refused(event.start_mark, f"nests mappings or lists more than {MAX_YAML_DEPTH} levels deep",
+                           "Flatten the document; a job spec needs a few levels only.")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:
+                raise _Refused(key_node.start_mark, "uses a list or mapping as a key",
+                               "Write keys as plain names.") from None
+            if first is not key_node:
+                # YAML keeps the last of two equal keys without a word; one of them is always a mistake.
+                raise _Refused(key_node.start_mark, f'repeats the key "{key}" (first given at line '
+                               f"{first.start_mark.line + 1})", "Keep one of the two.")
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(_FLOAT_TAG, _FLOAT_1_2, list("-+0123456789."))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes what :func:`parse_yaml` reads back unchanged (quotes text such as "1e3" that it reads as a number)."""
+
+    yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # a value used twice is written twice: the loader refuses aliases
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping from a file with the safe loader (no arbitrary Python objects)."""
+    """Read a YAML mapping from a file with :func:`parse_yaml`'s loader."""
     path = Path(path)
     if not path.is_file():
         raise TextuneError(f"config file {path} does not exist.", "Check the path.")
@@ -104,24 +185,41 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def parse_yaml(text: str, where: str) -> dict[str, Any]:
-    """A YAML mapping from ``text`` with the safe loader; ``where`` names the source in messages."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        if isinstance(exc, yaml.constructor.ConstructorError):
-            # A tag such as !!python/object/apply would build (or run) Python objects; the safe loader refuses it.
-            raise TextuneError(f"{where}{at} holds a YAML tag that is not plain data: {exc.problem}.",
-                               "Remove the tag; textune reads plain YAML values only.") from exc
-        raise TextuneError(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', exc)}.",
-                           "Fix the YAML syntax.") from exc
+    """A YAML mapping from ``text``; ``where`` names the source in messages.
+
+    Every config textune reads (files, saved specs, ``--set`` values) goes through one loader: the safe loader
+    (plain data, no tags), YAML 1.2 floats (``1e-3`` is a number), and a TextuneError naming the line for
+    invalid syntax, a tag, an alias, a repeated key or nesting deeper than MAX_YAML_DEPTH.
+    """
+    data = parse_yaml_value(text, where)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise TextuneError(f"{where} must hold a mapping at the top level, not {type(data).__name__}.",
                            "Write it as key: value pairs.")
     return data
+
+
+def parse_yaml_value(text: str, where: str) -> Any:
+    """Any YAML value from ``text`` (a number, text, list, mapping or None) with :func:`parse_yaml`'s loader."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if isinstance(exc, _Refused):
+            raise TextuneError(f"{where}{at} {exc.problem}.", exc.hint) from exc
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            # A tag such as !!python/object/apply would build (or run) Python objects; the safe loader refuses it.
+            raise TextuneError(f"{where}{at} holds a YAML tag that is not plain data: {exc.problem}.",
+                               "Remove the tag; textune reads plain YAML values only.") from exc
+        raise TextuneError(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', exc)}.",
+                           "Fix the YAML syntax.") from exc
+
+
+def dump_yaml(data: Any, sort_keys: bool = False) -> str:
+    """``data`` as YAML text that :func:`parse_yaml` reads back as the same values."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=sort_keys, allow_unicode=True)
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
@@ -134,10 +232,8 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         if not sep or not key.strip():
             raise TextuneError(f'--set "{item}" is not of the form key=value.',
                                "Write it as --set section.key=value, e.g. --set budget.max_tokens=200000.")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        # The same loader as a spec file: a tag, an alias or broken syntax is refused, never kept as text.
+        value = parse_yaml_value(raw, f'--set "{item}": the value') if raw.strip() else ""
         parts = key.strip().split(".")
         node = result
         for part in parts[:-1]:

@@ -4,7 +4,9 @@ The layout, written by Ray Tune and by :mod:`tune_jobs.finish`::
 
     STORAGE/NAME/
       textune-job.yaml          the validated spec the run used (``textune resume`` reads it back)
-      experiment_state-*.json   Ray Tune's experiment state (searcher and scheduler state beside it)
+      .textune-lock             locked by the live driver, if any (local storage: tune_jobs.lifecycle)
+      experiment_state-*.json   Ray Tune's experiment state (the searcher's state beside it, and in
+                                callback-states-*.pkl ASHA's rung records: tune_jobs.asha_state)
       trial_XXXXX/              one directory per trial: results, checkpoints, TensorBoard curves + HParams session
       events.out.tfevents.*     the experiment-level TensorBoard HParams config
       results.parquet           a row per trial
@@ -14,7 +16,6 @@ The layout, written by Ray Tune and by :mod:`tune_jobs.finish`::
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pyarrow.fs
 
 from cluster.storage import StorageOptions, join_uri, resolve_storage
 from textune.errors import TextuneError
+from textune.paths import expand_path
 
 SPEC_FILE = "textune-job.yaml"
 RESULTS_FILE = "results.parquet"
@@ -61,7 +63,7 @@ class Experiment:
 def experiment_at(storage: str, name: str, options: StorageOptions | None = None) -> Experiment:
     """The experiment ``name`` under ``storage``; a local storage path is made absolute."""
     if "://" not in storage:
-        storage = os.path.abspath(os.path.expanduser(storage))
+        storage = str(expand_path(storage))
     return Experiment(storage=storage, name=name, options=options or StorageOptions())
 
 
@@ -69,7 +71,7 @@ def open_experiment(path: str | Path) -> Experiment:
     """An existing experiment given as its directory (local path or URI), e.g. on ``textune resume``."""
     text = str(path)
     if "://" not in text:
-        text = os.path.abspath(os.path.expanduser(text))
+        text = str(expand_path(text))
     base, sep, query = text.partition("?")  # a URI may carry storage options as a ?query
     storage, _, name = base.rstrip("/").rpartition("/")
     experiment = Experiment(storage=(storage or "/") + sep + query, name=name)

@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pyarrow.fs
 
+from cluster.atomic_local_fs import PARTIAL_MARK
+from textune.errors import TextuneError
 from tune_jobs.cost import COST_COLUMNS, experiment_cost
 from tune_jobs.experiment import BEST_DIR, EVALUATIONS_FILE, RESULTS_FILE, Experiment
 from tune_jobs.hparams import write_hparams
-from tune_jobs.results import ExperimentResults, best_trial, collect, plain_value, searched_config, write_tables
+from tune_jobs.results import (ExperimentResults, best_trial, best_with_checkpoint, checkpoint_checksum, collect,
+                               plain_value, searched_config, write_tables)
 from tune_jobs.spec import JobSpec
 
 if TYPE_CHECKING:
@@ -30,29 +33,74 @@ SAMPLE_TEMPERATURE = 0.8
 
 
 def finish_experiment(experiment: Experiment, spec: JobSpec) -> ExperimentResults:
-    """Write results.parquet, evaluations.parquet, best/ and the HParams summaries; return the results."""
+    """Write results.parquet, evaluations.parquet, best/ and the HParams summaries; return the results.
+
+    Raises TextuneError when the storage refuses a write (a full disk): the files already there are kept.
+    """
     results = collect(experiment, spec)
     filesystem, root = experiment.filesystem()
-    write_tables(results, f"{root}/{RESULTS_FILE}", f"{root}/{EVALUATIONS_FILE}", filesystem)
-    if not results.trials.empty:
-        with tempfile.TemporaryDirectory(prefix="textune-hparams-") as staging:
-            write_hparams(Path(staging), spec.space, results.trials)
-            pyarrow.fs.copy_files(staging, root, source_filesystem=pyarrow.fs.LocalFileSystem(),
-                                  destination_filesystem=filesystem)
-    if not results.trials.empty and results.trials["best_metric"].map(math.isfinite).any():
-        best = results.best()
-        if best["checkpoint"]:
-            _copy_best(best["checkpoint"], f"{root}/{BEST_DIR}", filesystem)
+    try:
+        _write_tables_whole(results, root, filesystem)
+        if not results.trials.empty:
+            with tempfile.TemporaryDirectory(prefix="textune-hparams-") as staging:
+                write_hparams(Path(staging), spec.space, results.trials)
+                pyarrow.fs.copy_files(staging, root, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                                      destination_filesystem=filesystem)
+        best = best_with_checkpoint(results.trials)
+        if best is not None:
+            _replace_best(best["checkpoint"], best["checkpoint_sha256"], root, filesystem)
+    except OSError as exc:
+        raise TextuneError(f"the results of {experiment.root} could not be written to its storage: {exc}.",
+                           "Free space on the storage (or fix its permissions); the search's own state is intact, "
+                           f"and textune resume {experiment.root} writes the results again.") from exc
     return results
 
 
-def _copy_best(checkpoint: str, target: str, filesystem: pyarrow.fs.FileSystem) -> None:
-    # best/ is derived from the trial's own checkpoint (which stays where it is), so replacing it after a
-    # resume found a better trial loses nothing.
-    if filesystem.get_file_info(target).type != pyarrow.fs.FileType.NotFound:
-        filesystem.delete_dir(target)
-    filesystem.create_dir(target, recursive=True)
-    pyarrow.fs.copy_files(checkpoint, target, source_filesystem=filesystem, destination_filesystem=filesystem)
+def _write_tables_whole(results: ExperimentResults, root: str, filesystem: pyarrow.fs.FileSystem) -> None:
+    """Write both tables under temporary names first, so a failed write leaves the earlier tables whole."""
+    staged = {name: f"{root}/.{name}{PARTIAL_MARK}" for name in (RESULTS_FILE, EVALUATIONS_FILE)}
+    try:
+        write_tables(results, staged[RESULTS_FILE], staged[EVALUATIONS_FILE], filesystem)
+    except BaseException:
+        for path in staged.values():
+            if filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+                filesystem.delete_file(path)
+        raise
+    for name, path in staged.items():
+        filesystem.move(path, f"{root}/{name}")
+
+
+def _replace_best(checkpoint: str, checksum: str, root: str, filesystem: pyarrow.fs.FileSystem) -> None:
+    """Make ``root/best`` a copy of the trial's ``checkpoint`` (whose metadata checksum is ``checksum``).
+
+    best/ is derived from the trial's own checkpoint (which stays where it is), so replacing it after a resume
+    found a better trial loses nothing; but the old copy is removed only once the new one is complete.
+    """
+    target = f"{root}/{BEST_DIR}"
+    if checkpoint_checksum(filesystem, target) == checksum:
+        return  # already this checkpoint (a resume that found no better trial)
+    staging, old = (f"{root}/.{BEST_DIR}{PARTIAL_MARK}{kind}" for kind in ("new", "old"))
+    for leftover in (staging, old):  # left by a finish that failed half-way
+        if filesystem.get_file_info(leftover).type != pyarrow.fs.FileType.NotFound:
+            filesystem.delete_dir(leftover)
+    filesystem.create_dir(staging, recursive=True)
+    try:
+        pyarrow.fs.copy_files(checkpoint, staging, source_filesystem=filesystem, destination_filesystem=filesystem)
+    except BaseException:
+        filesystem.delete_dir(staging)  # a full disk gets its space back; best/ is untouched
+        raise
+    exists = filesystem.get_file_info(target).type != pyarrow.fs.FileType.NotFound
+    if isinstance(filesystem, pyarrow.fs.LocalFileSystem):  # renames: best/ is never half a checkpoint
+        if exists:
+            filesystem.move(target, old)
+        filesystem.move(staging, target)
+        if exists:
+            filesystem.delete_dir(old)
+    else:  # an object store renames no directory: the new copy is complete beside best/ before best/ goes
+        if exists:
+            filesystem.delete_dir(target)
+        pyarrow.fs.copy_files(staging, target, source_filesystem=filesystem, destination_filesystem=filesystem)
+        filesystem.delete_dir(staging)
 
 
 def sample_from(checkpoint_dir: Path, seed: int, max_new_tokens: int = 200) -> str:

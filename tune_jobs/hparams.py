@@ -48,18 +48,48 @@ def _plugin_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summar
     return summary
 
 
+def data_type(kind: str, values: list[Any]) -> int:
+    """The HParams data type of a dimension, which its domain and every session value share.
+
+    Ranges are numbers. A choice or grid is boolean when every value is a boolean, a number when every value
+    is a number, else text (a choice holding null among numbers is text: "null", "8"). A session value of
+    another type than its domain's matches no filter in the dashboard, so both go through :func:`_typed`.
+    """
+    if kind not in ("choice", "grid"):
+        return api_pb2.DATA_TYPE_FLOAT64
+    if all(isinstance(v, bool) for v in values):
+        return api_pb2.DATA_TYPE_BOOL
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return api_pb2.DATA_TYPE_FLOAT64
+    return api_pb2.DATA_TYPE_STRING
+
+
+def _typed(kind: int, value: Any) -> bool | float | str:
+    """``value`` as the Python value of HParams type ``kind``; text as YAML writes it (null, true, 8)."""
+    if kind == api_pb2.DATA_TYPE_BOOL:
+        return bool(value)
+    if kind == api_pb2.DATA_TYPE_FLOAT64:
+        return float(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    # Parquet may hand an integer of a column that also holds floats or nulls back as a float: 8.0 is "8".
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def hparam_types(space: SearchSpace) -> dict[str, int]:
+    """The data type of every hyperparameter the HParams files declare (the searched ones and the status)."""
+    types = {name: data_type(dimension.kind, dimension.values) for name, dimension in space.items()}
+    return {**types, STATUS_HPARAM: api_pb2.DATA_TYPE_STRING, ERROR_HPARAM: api_pb2.DATA_TYPE_STRING}
+
+
 def _hparam_info(name: str, kind: str, values: list[Any]) -> api_pb2.HParamInfo:
-    info = api_pb2.HParamInfo(name=name)
+    info = api_pb2.HParamInfo(name=name, type=data_type(kind, values))
     if kind in ("choice", "grid"):
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            info.type = api_pb2.DATA_TYPE_FLOAT64
-            info.domain_discrete.extend(float(v) for v in values)
-        else:
-            info.type = api_pb2.DATA_TYPE_STRING
-            info.domain_discrete.extend(str(v) for v in values)
-        return info
-    info.type = api_pb2.DATA_TYPE_FLOAT64
-    info.domain_interval.min_value, info.domain_interval.max_value = float(values[0]), float(values[1])
+        info.domain_discrete.extend(_typed(info.type, v) for v in values)
+    else:
+        info.domain_interval.min_value, info.domain_interval.max_value = float(values[0]), float(values[1])
     return info
 
 
@@ -74,16 +104,21 @@ def experiment_summary(space: SearchSpace) -> summary_pb2.Summary:
     return _plugin_summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment))
 
 
-def session_summaries(hparams: dict[str, Any], status: str) -> tuple[summary_pb2.Summary, summary_pb2.Summary]:
-    """Session start (the trial's hyperparameters) and end (its status) for one trial."""
+def session_summaries(hparams: dict[str, Any], status: str,
+                      types: dict[str, int]) -> tuple[summary_pb2.Summary, summary_pb2.Summary]:
+    """Session start (the trial's hyperparameters, each of its type in ``types``) and end (its status)."""
     start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
     for name, value in hparams.items():
-        if isinstance(value, bool):
-            start.hparams[name].bool_value = value
-        elif isinstance(value, (int, float)):
-            start.hparams[name].number_value = float(value)
+        kind = types.get(name, data_type("choice", [value]))
+        if value is None and kind != api_pb2.DATA_TYPE_STRING:
+            continue  # no value of the domain's type: the dashboard shows an empty cell
+        typed = _typed(kind, value)
+        if kind == api_pb2.DATA_TYPE_BOOL:
+            start.hparams[name].bool_value = typed
+        elif kind == api_pb2.DATA_TYPE_FLOAT64:
+            start.hparams[name].number_value = typed
         else:
-            start.hparams[name].string_value = str(value)
+            start.hparams[name].string_value = typed
     end = plugin_data_pb2.SessionEndInfo(status=SESSION_STATUS[status], end_time_secs=time.time())
     start_data = plugin_data_pb2.HParamsPluginData(session_start_info=start)
     end_data = plugin_data_pb2.HParamsPluginData(session_end_info=end)
@@ -111,12 +146,13 @@ def _scalar(tag: str, value: float) -> summary_pb2.Summary:
 def write_hparams(experiment_dir: Path, space: SearchSpace, trials: pd.DataFrame) -> None:
     """Write the experiment config at ``experiment_dir`` and a session in every trial's directory."""
     _write(experiment_dir, [(0, experiment_summary(space))])
+    types = hparam_types(space)
     for _, row in trials.iterrows():
         trial_dir = experiment_dir / Path(row["trial_dir"]).name
         trial_dir.mkdir(parents=True, exist_ok=True)
         error = row["error"] if isinstance(row["error"], str) else ""  # None/NaN: the trial never crashed
         hparams = {**searched_config(row), STATUS_HPARAM: row["status"], ERROR_HPARAM: error}
-        start, end = session_summaries(hparams, row["status"])
+        start, end = session_summaries(hparams, row["status"], types)
         step = int(row["tokens"])
         final = {"val_bpc": row["last_val_bpc"], "val_ppl": row["last_val_ppl"], "best_val_bpc": row["best_val_bpc"]}
         # A trial that never reported has no metric values; TensorBoard shows it with empty metric cells.

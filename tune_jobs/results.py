@@ -6,20 +6,28 @@ resumed experiments alike. Each trial gets one status:
 ``completed``      trained its whole budget
 ``early_stopped``  stopped by the scheduler (ASHA) at a rung
 ``diverged``/``oom`` reported by the trainer (its metric is inf; the search went on)
-``errored``        raised an exception (after ``max_failures`` retries)
+``errored``        raised an exception (after ``max_failures`` retries), or its config was refused (no retries)
 ``unfinished``     pending, running or paused when the driver stopped; ``textune resume`` continues it
 
 Every trial also records ``failures`` (how often it crashed and was restarted, by an exception or a lost
-node) and ``error``: the message of its last crash (for an ``errored`` trial, why it ended), else empty.
+node) and ``error``: the message of its last crash (for an ``errored`` trial, why it ended), else empty; and
+``checkpoint`` with ``checkpoint_sha256``: its best checkpoint on storage and that checkpoint's checksum (both
+null when it kept none, or it was deleted). ``best/`` is a copy of the first such checkpoint, best first, and
+is trusted only when its checksum is the one recorded.
+
+Reading the tables back refuses a missing, damaged or foreign file in one paragraph naming it and how to
+rebuild it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from textune.errors import TextuneError
@@ -27,12 +35,22 @@ from tune_jobs.cost import trial_cost
 from tune_jobs.experiment import BEST_DIR, EVALUATIONS_FILE, RESULTS_FILE, SPEC_FILE, Experiment, open_experiment
 from tune_jobs.spec import JobSpec
 
+logger = logging.getLogger(__name__)
+
 CONFIG_PREFIX = "config/"
 # Reported by every trial so the results record where it ran (node, GPUs Ray assigned).
 PLACEMENT_KEYS = ("node_id", "gpu_ids")
 TRAINER_FAILURES = ("diverged", "oom")
 STATUSES = ("completed", "early_stopped", *TRAINER_FAILURES, "errored", "unfinished")
 # Ray's bookkeeping columns that say nothing about the model.
+# The columns (and their kinds) the readers of each table rely on; a table without them is not textune's.
+TABLE_COLUMNS = {
+    RESULTS_FILE: {"trial_id": "text", "status": "text", "best_metric": "number", "best_val_bpc": "number",
+                   "best_val_ppl": "number", "floor_bpc": "number", "tokens": "number", "flops": "number",
+                   "wall_time_s": "number", "device_kind": "text", "device_hours": "number", "checkpoint": "text",
+                   "trial_dir": "text"},
+    EVALUATIONS_FILE: {"trial_id": "text", "tokens": "number"},
+}
 RAY_COLUMNS = ("done", "training_iteration", "date", "pid", "hostname", "node_ip", "time_since_restore",
                "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint", "time_this_iter_s")
 
@@ -59,9 +77,10 @@ def best_trial(trials: pd.DataFrame) -> pd.Series:
 
 def trial_status(ray_status: str, last: dict[str, Any], max_tokens: int) -> str:
     """One of STATUSES from Ray's trial status and the trainer's last report."""
-    if ray_status == "ERROR":
-        return "errored"
     reported = last.get("status")
+    # A trial whose config the trainer refused reports "errored" itself and ends (tune_jobs.trainable).
+    if ray_status == "ERROR" or reported == "errored":
+        return "errored"
     if reported in TRAINER_FAILURES:
         return reported
     if ray_status != "TERMINATED":
@@ -75,16 +94,21 @@ def collect(experiment: Experiment, spec: JobSpec) -> ExperimentResults:
     """Read every trial and evaluation of ``experiment`` from Ray Tune's records."""
     from ray.tune import ExperimentAnalysis
 
+    from tune_jobs.ray_state import check_ray_state
+
+    check_ray_state(experiment)
     filesystem, path = experiment.filesystem()
     analysis = ExperimentAnalysis(path, storage_filesystem=filesystem, default_metric=spec.metric,
                                   default_mode=spec.mode)
     sign = 1.0 if spec.mode == "min" else -1.0
-    rows, evaluations = [], []
+    rows, configs, evaluations = [], [], []
     for trial in analysis.trials:
         history = analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame())
         last = trial.last_result or {}
         best_metric = _best(history, spec.metric, sign)
-        checkpoint = analysis.get_best_checkpoint(trial) if math.isfinite(best_metric) else None
+        checkpoint, checkpoint_sha256 = _checkpoint_on_storage(
+            analysis.get_best_checkpoint(trial) if math.isfinite(best_metric) else None)
+        configs.append(trial.config)
         rows.append({
             "trial_id": trial.trial_id,
             "status": trial_status(trial.status, last, spec.budget.max_tokens),
@@ -97,20 +121,49 @@ def collect(experiment: Experiment, spec: JobSpec) -> ExperimentResults:
             "last_val_ppl": float(last.get("val_ppl", math.nan)),
             "floor_bpc": float(last.get("floor_bpc", math.nan)),  # the corpus' entropy, when it is known
             "evaluations": len(history),
-            "checkpoint": checkpoint.path if checkpoint else None,
+            "checkpoint": checkpoint,
+            "checkpoint_sha256": checkpoint_sha256,
             "trial_dir": trial.path,
             **{key: last.get(key) for key in PLACEMENT_KEYS},
             "failures": trial.run_metadata.num_failures,
-            "error": last_error_message(trial.get_error()),
+            "error": last_error_message(trial.get_error()) or last.get("error"),
         })
         if not history.empty:
             kept = [c for c in history.columns if not c.startswith(CONFIG_PREFIX) and c not in RAY_COLUMNS]
             evaluations.append(history[kept].assign(trial_id=trial.trial_id))
     trials = pd.DataFrame(rows)
+    for key in dict.fromkeys(key for config in configs for key in config):
+        trials[CONFIG_PREFIX + key] = config_column([config.get(key) for config in configs])
     if not trials.empty:
         trials = trials.sort_values("best_metric", ascending=spec.mode == "min", kind="stable")
         trials = trials.reset_index(drop=True)
     return ExperimentResults(trials, pd.concat(evaluations, ignore_index=True) if evaluations else pd.DataFrame())
+
+
+def _checkpoint_on_storage(checkpoint: Any) -> tuple[str | None, str | None]:
+    """(path, checksum) of a trial's best checkpoint (a ``tune.Checkpoint``), or (None, None) when there is none,
+    it was deleted from storage or its metadata is damaged: such a checkpoint can be neither copied nor trusted.
+    """
+    if checkpoint is None:
+        return None, None
+    checksum = checkpoint_checksum(checkpoint.filesystem, checkpoint.path)
+    if checksum is None:
+        logger.warning("trial checkpoint %s is gone or damaged; the trial is recorded without one", checkpoint.path)
+        return None, None
+    return checkpoint.path, checksum
+
+
+def checkpoint_checksum(filesystem: Any, path: str) -> str | None:
+    """The checksum the metadata of the checkpoint at ``path`` (on a pyarrow filesystem) records for the whole
+    checkpoint; None when there is no checkpoint there, or its metadata is damaged or was changed."""
+    from models.checkpoint import META_FILE, parse_meta
+
+    meta_path = f"{path}/{META_FILE}"
+    try:
+        with filesystem.open_input_stream(meta_path) as handle:
+            return parse_meta(handle.read(), meta_path)["sha256"]
+    except (FileNotFoundError, TextuneError):
+        return None
 
 
 def write_tables(results: ExperimentResults, trials_path: str, evaluations_path: str, filesystem: Any) -> None:
@@ -133,14 +186,72 @@ def read_evaluations(experiment: Experiment) -> pd.DataFrame:
 
 
 def _read_table(experiment: Experiment, name: str) -> pd.DataFrame:
+    """A results table, refused in one paragraph naming the file when it is missing, damaged or not textune's."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     filesystem, path = experiment.filesystem()
+    where = f"{experiment.root}/{name}"
     try:
-        return pq.read_table(f"{path}/{name}", filesystem=filesystem).to_pandas()
+        table = pq.read_table(f"{path}/{name}", filesystem=filesystem)
     except FileNotFoundError as exc:
         raise TextuneError(f"experiment {experiment.root} has no {name} yet (its run did not reach the end).",
                            f"Finish it with: textune resume {experiment.root}") from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise TextuneError(f"{where} is damaged and cannot be read as Parquet ({exc}).",
+                           rebuild_hint(experiment)) from exc
+    wrong = [f"{column} ({'missing' if column not in table.schema.names else table.schema.field(column).type})"
+             for column, kind in TABLE_COLUMNS[name].items()
+             if column not in table.schema.names or not _is_kind(table.schema.field(column).type, kind)]
+    if wrong and table.num_columns:  # a search without a single trial writes tables without columns
+        raise TextuneError(f"{where} is not a textune {name} table: these columns are missing or of the wrong "
+                           f"type: {', '.join(wrong)}.", rebuild_hint(experiment))
+    return table.to_pandas()
+
+
+def _is_kind(arrow_type: Any, kind: str) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_null(arrow_type):  # a column that is null in every row, e.g. no trial kept a checkpoint
+        return True
+    if kind == "number":
+        return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
+def rebuild_hint(experiment: Experiment) -> str:
+    """How to rebuild the files the end of a run writes (results.parquet, evaluations.parquet, best/)."""
+    return (f"Rebuild it from Ray Tune's records with: textune resume {experiment.root} (it rewrites "
+            f"{RESULTS_FILE}, {EVALUATIONS_FILE} and {BEST_DIR}/).")
+
+
+def best_with_checkpoint(trials: pd.DataFrame) -> pd.Series | None:
+    """The best trial (best-first table, finite metric) whose checkpoint is on storage: the one ``best/`` copies."""
+    if trials.empty or "checkpoint_sha256" not in trials:
+        return None
+    kept = trials[trials["best_metric"].map(math.isfinite) & trials["checkpoint_sha256"].notna()]
+    return kept.iloc[0] if not kept.empty else None
+
+
+def config_column(values: list[Any]) -> pd.Series:
+    """A config column in its values' own type, so it keeps that type in Parquet and when read back.
+
+    Booleans, integers and numbers (integers mixed with floats) get a numeric or boolean dtype; when some
+    values are None it is pandas' nullable one (``boolean``, ``Int64``, ``Float64``), so a null stays null
+    (``<NA>``; Parquet null) instead of becoming NaN, and integers stay integers. Anything else (text) is kept
+    as objects, None included.
+    """
+    present = [value for value in values if value is not None]
+    missing = len(present) < len(values)
+    if present and all(isinstance(v, (bool, np.bool_)) for v in present):
+        dtype = "boolean" if missing else "bool"
+    elif present and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present):
+        dtype = "Int64" if missing else "int64"
+    elif present and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in present):
+        dtype = "Float64" if missing else "float64"
+    else:
+        dtype = "object"
+    return pd.Series(values, dtype=dtype)
 
 
 def searched_config(row: pd.Series) -> dict[str, Any]:
@@ -157,18 +268,35 @@ def top_configs(experiment_dir: str, k: int, names: list[str]) -> list[dict[str,
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory from an experiment directory (its best trial), a run or a checkpoint."""
-    from models.checkpoint import resolve_checkpoint as resolve_run_checkpoint
+    """A checkpoint directory from an experiment directory (its best trial), a run or a checkpoint.
+
+    An experiment's ``best/`` is used only when it is, by its checksum, the checkpoint results.parquet records
+    for the best trial that kept one; else TextuneError names what differs.
+    """
+    from models.checkpoint import read_meta, resolve_checkpoint as resolve_run_checkpoint
 
     path = Path(path)
-    if (path / SPEC_FILE).is_file():
-        best = path / BEST_DIR
-        if not best.is_dir():
-            raise TextuneError(f"experiment {path} has no {BEST_DIR}/ checkpoint yet (no trial finished an "
-                               "evaluation, or the run was interrupted).",
-                               f"Finish it with: textune resume {path}")
-        return best
-    return resolve_run_checkpoint(path)
+    if not (path / SPEC_FILE).is_file():
+        return resolve_run_checkpoint(path)
+    experiment = open_experiment(path)
+    best = path / BEST_DIR
+    if not best.is_dir():
+        raise TextuneError(f"experiment {path} has no {BEST_DIR}/ checkpoint yet (no trial finished an "
+                           "evaluation, or the run was interrupted).",
+                           f"Finish it with: textune resume {path}")
+    recorded = best_with_checkpoint(read_trials(experiment))
+    if recorded is None:
+        raise TextuneError(f"{experiment.root}/{RESULTS_FILE} records no checkpoint checksum for {BEST_DIR}/ (no "
+                           "scored trial kept a checkpoint, or an older textune wrote it), so "
+                           f"{best} cannot be verified.", rebuild_hint(experiment))
+    actual = read_meta(best)["sha256"]  # the checkpoint's own checksum, which covers all of its files
+    own = f"{experiment.root}/{Path(recorded['trial_dir']).name}/{Path(recorded['checkpoint']).name}"
+    if actual != recorded["checkpoint_sha256"]:
+        raise TextuneError(f"{best} is not the checkpoint of trial {recorded['trial_id']} that "
+                           f"{RESULTS_FILE} records for it: its checksum is {actual[:12]}…, the results recorded "
+                           f"{recorded['checkpoint_sha256'][:12]}… (it was replaced or changed after the run).",
+                           f"Give the trial's own checkpoint instead ({own}), or copy it back over {best}.")
+    return best
 
 
 def restarts(evaluations: pd.DataFrame) -> pd.DataFrame:
@@ -217,5 +345,11 @@ def _best(history: pd.DataFrame, key: str, sign: float) -> float:
 
 
 def plain_value(value: Any) -> Any:
-    """NumPy scalars from Parquet as Python numbers (for YAML/JSON output and configs)."""
+    """NumPy scalars from Parquet as Python numbers, a missing value as None (for YAML/JSON output and configs).
+
+    Missing is pandas' ``<NA>`` or NaN: a config column of text keeps a null as NaN once read back, and no
+    config value textune samples is NaN itself (bounds and choices are finite or null).
+    """
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
     return value.item() if hasattr(value, "item") else value

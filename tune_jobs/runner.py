@@ -10,16 +10,19 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pyarrow.fs
-import yaml
+from ray import tune
 
-from textune.errors import TextuneError
+from textune.config import dump_yaml
 from tune_jobs.experiment import SPEC_FILE, Experiment, experiment_at
+from tune_jobs.lifecycle import held_experiment, new_experiment, resumable_spec
+from tune_jobs.preflight import check_dataset, warm_start_points
+from tune_jobs.ray_state import check_ray_state
 from tune_jobs.search import TIME_ATTR, build_scheduler, build_search_alg
 from tune_jobs.space import to_param_space
-from tune_jobs.spec import JobSpec, check_trial_configs, fixed_trial_params, load_saved_spec
+from tune_jobs.spec import JobSpec, check_trial_configs, fixed_trial_params
 from tune_jobs.time_budget import InterruptAtDeadline, interrupts_at_deadline
 from tune_jobs.trainable import build_trainable
 
@@ -54,19 +57,19 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _run_config(spec: JobSpec, experiment: Experiment) -> Any:
-    from ray import tune
+def _run_config(spec: JobSpec, experiment: Experiment, callbacks: list[Any]) -> Any:
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from cluster.atomic_local_fs import for_ray_tune
+    from tune_jobs.progress import ExperimentReporter
 
     filesystem, path = experiment.filesystem()
-    reporter = tune.CLIReporter(metric_columns=[TIME_ATTR, spec.metric],
-                                parameter_columns=list(spec.space), max_report_frequency=10)
+    reporter = ExperimentReporter(metric_columns=[TIME_ATTR, spec.metric],
+                                  parameter_columns=list(spec.space), max_report_frequency=10)
     return tune.RunConfig(
         name=spec.name, storage_path=path.rsplit("/", 1)[0], storage_filesystem=for_ray_tune(filesystem),
         progress_reporter=reporter, verbose=1, callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
-                                                          *_deadline_callbacks(spec)],
+                                                          *_deadline_callbacks(spec), *callbacks],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints,
                                                 checkpoint_score_attribute=spec.metric,
                                                 checkpoint_score_order=spec.mode),
@@ -92,7 +95,9 @@ def _prepare_before_ray(spec: JobSpec, address: str | None) -> tuple[ClusterAddr
         check_connectable(resolved)
         if resolved.gcs_address is None:  # an embedded Ray gets this machine's resources: would a trial fit?
             check_trial_fits(spec.resources.gpu, spec.resources.cpu, [this_machine_resources()])
-    return resolved, prepare_dataset(spec.data)
+    dataset_dir = prepare_dataset(spec.data)
+    check_dataset(spec, dataset_dir)  # every block size against the splits trials read, before Ray starts
+    return resolved, dataset_dir
 
 
 def _deadline_callbacks(spec: JobSpec) -> list[Any]:
@@ -120,19 +125,14 @@ def _trainable(spec: JobSpec, experiment: Experiment, dataset_dir: Path) -> Any:
 
 
 def _points_to_evaluate(spec: JobSpec) -> list[dict[str, Any]]:
-    points = list(spec.search.points_to_evaluate)
-    if spec.search.warm_start_from:
-        from tune_jobs.results import top_configs
-
-        points += top_configs(spec.search.warm_start_from, spec.search.warm_start_top_k, list(spec.space))
-    return points
+    return list(spec.search.points_to_evaluate) + warm_start_points(spec)
 
 
 def _save_spec(spec: JobSpec, experiment: Experiment) -> None:
     filesystem, path = experiment.filesystem()
     filesystem.create_dir(path, recursive=True)
     with filesystem.open_output_stream(f"{path}/{SPEC_FILE}") as handle:
-        handle.write(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False).encode("utf-8"))
+        handle.write(dump_yaml(spec.model_dump(mode="json", exclude_none=True)).encode("utf-8"))
 
 
 def _configure_tune_output() -> None:
@@ -143,52 +143,78 @@ def _configure_tune_output() -> None:
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
 
 
-def run_job(spec: JobSpec, address: str | None = None) -> Experiment:
-    """Run the search a spec describes into ``STORAGE/NAME``; refuses to touch an existing experiment."""
-    from ray import tune
+class TrialStarted(tune.Callback):
+    """Notes whether a trial of this run has started: until one has, a failed run removes its experiment."""
 
+    def __init__(self) -> None:
+        self.any = False
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.any = True
+
+
+def run_job(spec: JobSpec, address: str | None = None,
+            then: Callable[[Experiment, JobSpec], None] | None = None) -> Experiment:
+    """Run the search a spec describes into ``STORAGE/NAME``, then call ``then`` (the finish) while the
+    experiment is still held (tune_jobs.lifecycle).
+
+    Refuses (TextuneError) an existing experiment and one a live run is creating. A run that fails before its
+    first trial starts leaves no experiment behind.
+    """
     from cluster.connection import connect
-    from cluster.storage import open_storage
+    from tune_jobs.asha_state import scheduler_callbacks
 
     experiment = experiment_at(spec.storage, spec.name, spec.storage_options)
-    if experiment.exists():
-        raise TextuneError(f"experiment {experiment.root} already exists; textune does not overwrite it.",
-                           f"Continue it with: textune resume {experiment.root} (or textune run ... --resume), "
-                           "or start a new one with --name NEW_NAME.")
-    open_storage(spec.storage, spec.storage_options)  # writable, before anything starts
-    checked_address, dataset_dir = _prepare_before_ray(spec, address)
-    points = _points_to_evaluate(spec)
-    _configure_tune_output()
-    # Trials report through Ray Tune; their own console output would break up the progress table.
-    with connect(checked_address, log_to_driver=False), trial_slots(spec) as slots:
-        trainable = _trainable(spec, experiment, dataset_dir)
-        _save_spec(spec, experiment)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=to_param_space(spec.space),
-            tune_config=tune.TuneConfig(
-                search_alg=build_search_alg(spec, points, slots), scheduler=build_scheduler(spec),
-                num_samples=spec.num_samples, time_budget_s=_ray_time_budget(spec),
-                reuse_actors=True, trial_dirname_creator=trial_dirname),
-            run_config=_run_config(spec, experiment))
-        tuner.fit()
+    started = TrialStarted()
+    with new_experiment(experiment, keep=lambda: started.any):
+        checked_address, dataset_dir = _prepare_before_ray(spec, address)
+        points = _points_to_evaluate(spec)
+        _configure_tune_output()
+        # Trials report through Ray Tune; their own console output would break up the progress table.
+        with connect(checked_address, log_to_driver=False), trial_slots(spec) as slots:
+            trainable = _trainable(spec, experiment, dataset_dir)
+            _save_spec(spec, experiment)
+            scheduler = build_scheduler(spec)
+            tuner = tune.Tuner(
+                trainable,
+                param_space=to_param_space(spec.space),
+                tune_config=tune.TuneConfig(
+                    search_alg=build_search_alg(spec, points, slots), scheduler=scheduler,
+                    num_samples=spec.num_samples, time_budget_s=_ray_time_budget(spec),
+                    reuse_actors=True, trial_dirname_creator=trial_dirname),
+                run_config=_run_config(spec, experiment, [*scheduler_callbacks(scheduler), started]))
+            tuner.fit()
+        if then is not None:
+            then(experiment, spec)
     return experiment
 
 
-def resume_job(experiment: Experiment, address: str | None = None) -> JobSpec:
-    """Continue an experiment: unfinished and errored trials, with the searcher's and scheduler's state."""
-    from ray import tune
+def resume_job(experiment: Experiment, address: str | None = None,
+               then: Callable[[Experiment, JobSpec], None] | None = None, given: JobSpec | None = None) -> JobSpec:
+    """Continue an experiment: unfinished and errored trials, with the searcher's and scheduler's state; then
+    call ``then`` (the finish) while the experiment is still held.
 
+    ``given`` is the spec of a ``run --resume``: one that differs from the saved spec is refused. Raises
+    TextuneError when another live process holds the experiment, and
+    :class:`tune_jobs.lifecycle.NothingToResume`, before Ray starts, when every trial has ended.
+    """
     from cluster.atomic_local_fs import for_ray_tune
-    from cluster.connection import connect
+    from cluster.connection import connect, resolve_address
 
-    spec = load_saved_spec(experiment)
-    check_trial_configs(spec, f"saved job spec {experiment.root}/{SPEC_FILE}")
-    checked_address, dataset_dir = _prepare_before_ray(spec, address)
-    _configure_tune_output()
-    filesystem, path = experiment.filesystem()
-    with connect(checked_address, log_to_driver=False), trial_slots(spec):
-        tuner = tune.Tuner.restore(path, _trainable(spec, experiment, dataset_dir), resume_unfinished=True,
-                                   resume_errored=True, storage_filesystem=for_ray_tune(filesystem))
-        tuner.fit()
+    resolve_address(address)  # a malformed --address is named even when there is nothing to resume
+    with held_experiment(experiment):
+        spec = resumable_spec(experiment, given)
+        check_ray_state(experiment)  # a damaged snapshot is named here, not 74 lines deep in Ray's restore
+        check_trial_configs(spec, f"saved job spec {experiment.root}/{SPEC_FILE}")
+        checked_address, dataset_dir = _prepare_before_ray(spec, address)
+        _configure_tune_output()
+        filesystem, path = experiment.filesystem()
+        with connect(checked_address, log_to_driver=False), trial_slots(spec):
+            # The scheduler, the searcher and the callbacks (ASHA's records among them) come back from the
+            # experiment's tuner.pkl and its latest snapshot.
+            tuner = tune.Tuner.restore(path, _trainable(spec, experiment, dataset_dir), resume_unfinished=True,
+                                       resume_errored=True, storage_filesystem=for_ray_tune(filesystem))
+            tuner.fit()
+        if then is not None:
+            then(experiment, spec)
     return spec

@@ -25,13 +25,19 @@ NON_FINITE_PENALTY = 1.0e6
 
 
 class FiniteHyperOptSearch(HyperOptSearch):
-    """HyperOptSearch that turns a non-finite metric into a large finite loss instead of feeding TPE inf/nan."""
+    """HyperOptSearch that turns a non-finite metric into a large finite loss instead of feeding TPE inf/nan.
 
-    def _to_hyperopt_result(self, result: dict[str, Any]) -> dict[str, Any]:
-        value = result.get(self.metric)
-        if isinstance(value, (int, float)) and not math.isfinite(value):
-            result = {**result, self.metric: NON_FINITE_PENALTY * self.metric_op}
-        return super()._to_hyperopt_result(result)
+    The rewrite happens in the public ``Searcher`` callback that hands TPE its loss: ``on_trial_complete``.
+    (``on_trial_result`` only stamps HyperOpt's clock and never reads the metric.) The penalty is the worst
+    value for the search's mode: ``+NON_FINITE_PENALTY`` when minimising, ``-NON_FINITE_PENALTY`` when
+    maximising. The caller's dict is left as it is; Ray Tune records the trial's real result elsewhere.
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        value = None if result is None else result.get(self.metric)
+        if result is not None and isinstance(value, (int, float)) and not math.isfinite(value):
+            result = {**result, self.metric: -NON_FINITE_PENALTY if self.mode == "max" else NON_FINITE_PENALTY}
+        super().on_trial_complete(trial_id, result=result, error=error)
 
 
 def build_search_alg(spec: JobSpec, points_to_evaluate: list[dict[str, Any]],
@@ -62,10 +68,9 @@ def rung_milestones(spec: JobSpec) -> list[float]:
     """ASHA's rungs in training tokens, lowest first, as Ray's single bracket places them (empty for FIFO).
 
     A trial that reaches a rung continues only if its metric is in the top 1/reduction_factor of the trials
-    recorded at that rung so far.
+    recorded at that rung so far. The spec allows at most ``tune_jobs.spec.MAX_RUNGS`` of them.
     """
     if spec.scheduler.kind == "fifo":
         return []
     grace, factor = spec.grace_period_tokens, spec.scheduler.reduction_factor
-    count = int(math.log(spec.budget.max_tokens / grace) / math.log(factor) + 1)
-    return [grace * factor**k for k in range(count)]
+    return [grace * factor**k for k in range(spec.rung_count)]

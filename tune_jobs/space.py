@@ -15,18 +15,25 @@ that before anything starts).
 A name that starts with ``ignored_`` (e.g. ``ignored_knob: {uniform: [0, 1]}``) is sampled, recorded in the
 results and analysed like any other hyperparameter, but never reaches the trainer: a control knob that cannot
 matter, so ``textune analyze`` should find its share within chance.
+
+The values of a ``choice`` or ``grid`` are plain values of one type (numbers, strings or booleans, and null beside
+any of them): a results table stores one column per hyperparameter, and a column holds one type.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import pydantic
 
 from textune.config import StrictModel
 
 KINDS = ("uniform", "loguniform", "quniform", "randint", "choice", "grid")
+# A dimension with at most this many values has them all checked against the trial config; a larger one has its
+# ends and their neighbours checked (plus a fractional value, for a continuous one).
+ENUMERATION_LIMIT = 1000
 
 
 class Dimension(StrictModel):
@@ -48,6 +55,7 @@ class Dimension(StrictModel):
         if kind in ("choice", "grid"):
             if not values:
                 raise ValueError(f"{kind} needs at least one value")
+            _check_one_type(kind, values)
             return self
         arity = 3 if kind == "quniform" else 2
         if len(values) != arity:
@@ -90,12 +98,43 @@ class Dimension(StrictModel):
             return tune.choice(values)
         return tune.grid_search(values)
 
-    def extremes(self) -> list[Any]:
-        """The values at the edges of this dimension (every value of a choice or grid)."""
+    def produced_values(self) -> list[Any]:
+        """Values this dimension produces, ascending for the numeric kinds: all of them where they are at most
+        ENUMERATION_LIMIT (choice, grid, randint, quniform's multiples of q), else the two lowest and the two
+        highest, and for uniform and loguniform their bounds around a fractional interior value."""
         values = self.values
         if self.kind in ("choice", "grid"):
             return values
-        return [values[0], values[1]]
+        if self.kind == "randint":
+            return _ends_or_all(values[0], values[1], lambda k: k)
+        if self.kind == "quniform":
+            low, high, q = values
+            # Ray rounds its own samples inwards and HyperOpt rounds to the nearest multiple of q, which may lie
+            # just outside [low, high]: k runs over both.
+            return _ends_or_all(round(low / q), round(high / q), lambda k: k * q)
+        low, high = values
+        return [low, _fractional_between(low, high, log=self.kind == "loguniform"), high]
+
+    def refusal(self, value: Any) -> str | None:
+        """Why this dimension can never produce ``value`` (as a point to evaluate), or None if it can."""
+        kind, values = self.kind, self.values
+        if kind in ("choice", "grid"):
+            if any(_same_value(value, v) for v in values):
+                return None
+            return f"is not one of its {kind} values {values}"
+        if not _is_number(value) or not math.isfinite(value):
+            return f"is not a number, but {kind} {values} produces numbers"
+        if kind == "randint" and not float(value).is_integer():
+            return f"is not a whole number, but randint {values} produces whole numbers"
+        if kind == "quniform":
+            steps = value / values[2]
+            if not math.isclose(steps, round(steps), rel_tol=1e-9, abs_tol=1e-9):
+                return f"is not a multiple of q = {values[2]}, but quniform {values} produces only those"
+        low, high = values[0], values[1]
+        slack = 1e-9 * max(abs(low), abs(high))  # a bound written in another float form still counts
+        if not low - slack <= value <= high + slack:
+            return f"lies outside {kind} {values}"
+        return None
 
 
 SearchSpace = dict[str, Dimension]
@@ -119,14 +158,87 @@ def grid_size(space: SearchSpace) -> int:
     return math.prod(len(d.values) for d in space.values() if d.kind == "grid")
 
 
-def validation_samples(space: SearchSpace) -> list[dict[str, Any]]:
-    """Configurations that together touch every edge of every dimension.
+def base_sample(space: SearchSpace) -> dict[str, Any]:
+    """Each dimension's first produced value (its lowest, for the numeric kinds)."""
+    return {name: dimension.produced_values()[0] for name, dimension in space.items()}
 
-    The first sample takes each dimension's first edge; each further one moves a single dimension to another
-    edge. Validating these against the trial config catches a bad bound or choice before any trial starts.
+
+def validation_samples(space: SearchSpace) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(sample, varied)`` pairs that together touch every value each dimension produces, and every pair of two
+    dimensions' edge values; ``varied`` holds the sampled values that differ from the base sample.
+
+    The first sample is :func:`base_sample`; then one dimension at a time takes each of its produced values,
+    then two dimensions at a time take their lowest two and highest two values (a rule between two keys, such
+    as rotary positions needing an even head_dim, shows there). Validating these against the trial config
+    catches a bad bound, choice or step before any trial starts.
     """
-    base = {name: dimension.extremes()[0] for name, dimension in space.items()}
-    samples = [base]
-    for name, dimension in space.items():
-        samples.extend({**base, name: value} for value in dimension.extremes()[1:])
+    base = base_sample(space)
+    produced = {name: dimension.produced_values() for name, dimension in space.items()}
+    samples: list[tuple[dict[str, Any], dict[str, Any]]] = [(base, {})]
+    for name, values in produced.items():
+        samples.extend(({**base, name: value}, {name: value}) for value in values[1:])
+    edges = {name: _distinct(values[:2] + values[-2:]) for name, values in produced.items()}
+    for first, second in itertools.combinations(space, 2):
+        for a, b in itertools.product(edges[first], edges[second]):
+            samples.append(({**base, first: a, second: b}, {first: a, second: b}))
     return samples
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    kept: list[Any] = []
+    for value in values:
+        if not any(_same_value(value, other) for other in kept):
+            kept.append(value)
+    return kept
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal and of the same kind: True is not 1 here, although Python says so."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+def _value_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if _is_number(value):
+        return "number"
+    return "string" if isinstance(value, str) else type(value).__name__
+
+
+def _check_one_type(kind: str, values: list[Any]) -> None:
+    """Refuse choice/grid values that are not plain, not finite, or of mixed types (null may join any type)."""
+    for value in values:
+        if isinstance(value, (list, dict)):
+            raise ValueError(f"{kind} value {value!r} is a {'list' if isinstance(value, list) else 'mapping'}; "
+                             f"{kind} values are plain numbers, strings, booleans or null")
+        if _is_number(value) and not math.isfinite(value):
+            raise ValueError(f"{kind} value {value} is not a finite number")
+    types = sorted({_value_type(value) for value in values} - {"null"})
+    if len(types) > 1:
+        raise ValueError(f"{kind} values mix {' and '.join(types)} ({values}); the results store one type per "
+                         f"hyperparameter, so give values of one type (null may join them)")
+    if types and types[0] not in ("number", "string", "boolean"):
+        raise ValueError(f"{kind} values must be numbers, strings, booleans or null, not {types[0]}")
+
+
+def _ends_or_all(low: int, high: int, value_of: Callable[[int], Any]) -> list[Any]:
+    """``value_of(k)`` for every k in [low, high], or for the two lowest and two highest beyond the limit."""
+    if high - low + 1 <= ENUMERATION_LIMIT:
+        return [value_of(k) for k in range(low, high + 1)]
+    return [value_of(k) for k in (low, low + 1, high - 1, high)]
+
+
+def _fractional_between(low: float, high: float, log: bool) -> float:
+    """A readable value strictly between low and high that is not a whole number (for integer-only keys)."""
+    for fraction in (0.37, 0.5, 0.73):
+        value = math.exp(math.log(low) + fraction * math.log(high / low)) if log else low + fraction * (high - low)
+        rounded = float(f"{value:.4g}")
+        if low < rounded < high and not rounded.is_integer():
+            return rounded
+    return math.nextafter(low, high)

@@ -1,26 +1,31 @@
 """The job spec: one YAML file describing a whole search, validated before anything starts.
 
 Every key is documented in docs/job-spec.md. :func:`load_spec` reads the YAML, applies ``--set`` overrides,
-validates the spec (unknown keys get a did-you-mean) and then checks the merged trial configuration (fixed
-``model:`` params + sampled ``space:`` params + budget) against the trainer's own ``TrialConfig``, so a bad
-hyperparameter name or bound fails here and not in the middle of a search.
+validates the spec (unknown keys get a did-you-mean; every number has a finite range the code honours; the
+checks across keys report every violation at once) and then checks the merged trial configuration (fixed
+``model:`` params + every value a ``space:`` dimension produces + budget) and every point to evaluate against the
+trainer's own ``TrialConfig``, so a bad hyperparameter name, bound, step or point fails here and not in the middle
+of a search. What needs the prepared dataset or another experiment is checked by tune_jobs.preflight, still
+before Ray starts.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import pydantic
-from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field
 
 from cluster.storage import StorageOptions
 from data_pipeline.config import DataConfig
-from textune.config import StrictModel, apply_overrides, load_yaml, parse_yaml, validate
+from models.config import MAX_SEED, MAX_TOKENS
+from textune.config import StrictModel, apply_overrides, did_you_mean, load_yaml, parse_yaml, validate
 from textune.errors import TextuneError
 from tune_jobs.experiment import SPEC_FILE, Experiment
-from tune_jobs.space import Dimension, grid_size, trainer_params, validation_samples
+from tune_jobs.space import Dimension, base_sample, grid_size, trainer_params, validation_samples
 
 # Trial settings the spec derives from its own sections (budget:, seed:, resources:) or sets per trial.
 DERIVED_TRIAL_KEYS = frozenset({"dataset_dir", "max_tokens", "eval_every_tokens", "seed", "num_threads",
@@ -30,50 +35,74 @@ SEARCHABLE_DERIVED_KEYS = frozenset({"seed"})
 
 # Experiment names become directories under the storage root; keep them to one plain path component.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_RULE = ("an experiment name is one directory name under the storage root: 1 to 100 characters, each a "
+             "letter, digit, '.', '_' or '-', the first a letter or digit (so no '/', '..' or absolute paths)")
+
+# Finite ranges for every number of a spec: what the code and Ray can honour, far beyond any real search.
+MAX_TIME_BUDGET_S = 366 * 24 * 3600  # one year; leave time_budget_s out for no limit
+MAX_SAMPLES = 100_000
+MAX_CONCURRENT = 10_000
+MAX_CPUS, MAX_GPUS = 1024, 64  # per trial, i.e. on one node
+MAX_FAILURES = 100
+MAX_KEPT_CHECKPOINTS = 1000
+# ASHA with more rungs than this has a reduction_factor too close to 1: at 1.0000001 Ray builds millions of
+# rungs, takes minutes to set up and never stops a trial.
+MAX_RUNGS = 20
+# Without budget.eval_every_tokens, a trial evaluates this many times (the shipped specs' rhythm).
+DEFAULT_EVALUATIONS = 16
 
 
-class Budget(StrictModel):
+class SpecModel(StrictModel):
+    """A job spec section: no infinity or NaN in any float (``--set resources.cpu=.inf`` is refused here)."""
+
+    model_config = pydantic.ConfigDict(allow_inf_nan=False)
+
+
+class Budget(SpecModel):
     """How much each trial may train, and how long the whole search may take."""
 
-    max_tokens: PositiveInt
-    eval_every_tokens: PositiveInt
-    time_budget_s: PositiveFloat | None = None
+    max_tokens: int = Field(ge=1, le=MAX_TOKENS)
+    # Default: max_tokens / DEFAULT_EVALUATIONS, rounded up, so it follows max_tokens (see _eval_follows_budget).
+    eval_every_tokens: int = Field(ge=1, le=MAX_TOKENS)
+    time_budget_s: float | None = Field(None, gt=0, le=MAX_TIME_BUDGET_S)
 
-    @pydantic.model_validator(mode="after")
-    def _eval_within_budget(self) -> "Budget":
-        if self.eval_every_tokens > self.max_tokens:
-            raise ValueError(f"eval_every_tokens ({self.eval_every_tokens}) exceeds max_tokens ({self.max_tokens}), "
-                             "so no trial would ever be evaluated")
-        return self
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _eval_follows_budget(cls, data: Any) -> Any:
+        max_tokens = data.get("max_tokens") if isinstance(data, dict) else None
+        if (isinstance(max_tokens, (int, float)) and not isinstance(max_tokens, bool) and math.isfinite(max_tokens)
+                and "eval_every_tokens" not in data):
+            return {**data, "eval_every_tokens": max(1, math.ceil(max_tokens / DEFAULT_EVALUATIONS))}
+        return data
 
 
-class SearchConfig(StrictModel):
+class SearchConfig(SpecModel):
     """Which algorithm proposes configurations."""
 
     algorithm: Literal["hyperopt", "random", "grid"] = "hyperopt"
     # hyperopt only: random proposals before TPE starts modelling the results.
-    n_initial_points: PositiveInt = 5
+    n_initial_points: int = Field(5, ge=1, le=MAX_SAMPLES)
     # Configurations to try first (hyperopt: as TPE's first points; random/grid: ahead of the samples).
     points_to_evaluate: list[dict[str, Any]] = []
     # Warm start from the best `warm_start_top_k` trials of a previous experiment directory.
     warm_start_from: str | None = None
-    warm_start_top_k: PositiveInt = 3
+    warm_start_top_k: int = Field(3, ge=1, le=MAX_SAMPLES)
 
 
-class SchedulerConfig(StrictModel):
+class SchedulerConfig(SpecModel):
     """When to stop trials early. ASHA's clock is training tokens, so different batch sizes compare fairly."""
 
     kind: Literal["asha", "fifo"] = "asha"
     # First rung, in training tokens; later rungs are grace_period_tokens * reduction_factor**k up to max_tokens.
-    grace_period_tokens: PositiveInt | None = None
-    reduction_factor: float = pydantic.Field(3.0, gt=1)
+    grace_period_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    reduction_factor: float = Field(3.0, gt=1)  # finite; at most MAX_RUNGS rungs (JobSpec._rungs)
 
 
-class Resources(StrictModel):
+class Resources(SpecModel):
     """What one trial asks Ray for. Fractional GPUs pack several small trials on one GPU."""
 
-    cpu: PositiveFloat = 1.0
-    gpu: NonNegativeFloat = 0.0
+    cpu: float = Field(1.0, gt=0, le=MAX_CPUS)
+    gpu: float = Field(0.0, ge=0, le=MAX_GPUS)
 
     @pydantic.field_validator("gpu")
     @classmethod
@@ -88,7 +117,7 @@ class Resources(StrictModel):
         return max(1, int(self.cpu))
 
 
-class JobSpec(StrictModel):
+class JobSpec(SpecModel):
     """A whole search. See docs/job-spec.md for every key."""
 
     name: str
@@ -98,24 +127,25 @@ class JobSpec(StrictModel):
     space: dict[str, Dimension]
     search: SearchConfig = SearchConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
-    num_samples: PositiveInt = 1
-    max_concurrent_trials: PositiveInt | None = None
+    num_samples: int = Field(1, ge=1, le=MAX_SAMPLES)
+    max_concurrent_trials: int | None = Field(None, ge=1, le=MAX_CONCURRENT)
     resources: Resources = Resources()
     metric: Literal["val_bpc", "val_ppl"] = "val_bpc"
     mode: Literal["min", "max"] = "min"
     storage: str = "experiments"
     storage_options: StorageOptions = StorageOptions()
-    seed: int = 0
+    # Seeds HyperOpt, Ray's variant generator, NumPy and torch: NumPy takes 32-bit seeds only.
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     # Retries of a crashed trial (a lost node, an exception) from its latest checkpoint before it counts as errored.
-    max_failures: NonNegativeInt = 2
-    keep_checkpoints: PositiveInt = 2
+    max_failures: int = Field(2, ge=0, le=MAX_FAILURES)
+    keep_checkpoints: int = Field(2, ge=1, le=MAX_KEPT_CHECKPOINTS)
 
     @pydantic.field_validator("name")
     @classmethod
     def _plain_name(cls, name: str) -> str:
         if not NAME_PATTERN.match(name):
-            raise ValueError("an experiment name is one directory name under the storage root: letters, digits, "
-                             "'.', '_' or '-', starting with a letter or digit (no '/', '..' or absolute paths)")
+            length = f" (this one has {len(name)})" if len(name) > 100 else ""
+            raise ValueError(NAME_RULE + length)
         return name
 
     @pydantic.field_validator("space")
@@ -127,32 +157,88 @@ class JobSpec(StrictModel):
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> "JobSpec":
+        # Every rule across keys is checked and all that fail are reported together: one run to fix them all.
+        problems = [problem for check in (self._derived_keys, self._grids, self._budget_fits, self._rungs)
+                    for problem in check()]
+        if len(problems) == 1:
+            raise ValueError(problems[0])
+        if problems:
+            raise ValueError(f"{len(problems)} problems: " + "; ".join(f"({n}) {p}" for n, p in
+                                                                       enumerate(problems, 1)))
+        return self
+
+    def _derived_keys(self) -> list[str]:
+        problems = []
         derived = sorted(DERIVED_TRIAL_KEYS & (set(self.model) | (set(self.space) - SEARCHABLE_DERIVED_KEYS)))
         if derived:
-            raise ValueError(f"{', '.join(derived)} cannot be set under model: or space:; textune derives it "
-                             "(budget.max_tokens, budget.eval_every_tokens, seed, resources.cpu, the dataset; "
-                             "only seed may be searched under space:)")
+            problems.append(f"{', '.join(derived)} cannot be set under model: or space:; textune derives it "
+                            "(budget.max_tokens, budget.eval_every_tokens, seed, resources.cpu, the dataset; "
+                            "only seed may be searched under space:)")
         both = sorted(set(self.model) & set(self.space))
         if both:
-            raise ValueError(f"{', '.join(both)}: fixed under model: and searched under space:; keep one")
+            problems.append(f"{', '.join(both)}: fixed under model: and searched under space:; keep one")
+        return problems
+
+    def _grids(self) -> list[str]:
+        problems = []
         grids = [name for name, d in self.space.items() if d.kind == "grid"]
         if self.search.algorithm == "hyperopt" and grids:
-            raise ValueError(f"hyperopt cannot search grid dimensions ({', '.join(grids)}); write them as "
-                             "choice: [...] or set search.algorithm to grid or random")
+            problems.append(f"hyperopt cannot search grid dimensions ({', '.join(grids)}); write them as "
+                            "choice: [...] or set search.algorithm to grid or random")
         if self.search.algorithm == "grid" and len(grids) != len(self.space):
             others = sorted(set(self.space) - set(grids))
-            raise ValueError(f"search.algorithm grid enumerates grid dimensions only, but {', '.join(others)} "
-                             "are sampled; write them as grid: [...] or use search.algorithm random")
-        grace = self.scheduler.grace_period_tokens
-        if grace is not None and grace > self.budget.max_tokens:
-            raise ValueError(f"scheduler.grace_period_tokens ({grace}) exceeds budget.max_tokens "
-                             f"({self.budget.max_tokens}); no trial could reach the first rung")
-        return self
+            problems.append(f"search.algorithm grid enumerates grid dimensions only, but {', '.join(others)} "
+                            "are sampled; write them as grid: [...] or use search.algorithm random")
+        # With nothing sampled, every sample beyond the points to evaluate runs the whole grid again, trial for
+        # trial identical (same config, same training seed): twice the compute for nothing.
+        repeats = self.num_samples - len(self.search.points_to_evaluate)
+        if grids and len(grids) == len(self.space) and repeats > 1:
+            seeds = ("; to train every grid point with more seeds, add more seeds to space.seed's grid"
+                     if "seed" in self.space else
+                     "; to train every grid point with several seeds, add seed: {grid: [0, 1, ...]} to space:")
+            points = len(self.search.points_to_evaluate)
+            fits = f"{points + 1} (one per point to evaluate, and 1 for the grid)" if points else "1"
+            problems.append(f"num_samples ({self.num_samples}) would run every grid point {repeats} times with the "
+                            "same training seed, identically: every dimension is a grid, so nothing is sampled. "
+                            f"Set num_samples to {fits}{seeds}")
+        return problems
+
+    def _budget_fits(self) -> list[str]:
+        problems = []
+        budget, grace = self.budget, self.scheduler.grace_period_tokens
+        follow = " (leave it out and it follows budget.max_tokens)"
+        if budget.eval_every_tokens > budget.max_tokens:
+            problems.append(f"budget.eval_every_tokens ({budget.eval_every_tokens}) exceeds budget.max_tokens "
+                            f"({budget.max_tokens}), so no trial would ever be evaluated{follow}")
+        if grace is not None and grace > budget.max_tokens:
+            problems.append(f"scheduler.grace_period_tokens ({grace}) exceeds budget.max_tokens "
+                            f"({budget.max_tokens}); no trial could reach the first rung{follow}")
+        return problems
+
+    def _rungs(self) -> list[str]:
+        if self.scheduler.kind != "asha" or self.grace_period_tokens > self.budget.max_tokens:
+            return []
+        count = self.rung_count
+        if count <= MAX_RUNGS:
+            return []
+        ratio = self.budget.max_tokens / self.grace_period_tokens
+        # floor(log(ratio) / log(f)) + 1 <= MAX_RUNGS holds for every f >= ratio ** (1 / (MAX_RUNGS - 1)).
+        least = math.ceil(ratio ** (1 / (MAX_RUNGS - 1)) * 1000) / 1000
+        return [f"scheduler.reduction_factor ({self.scheduler.reduction_factor!r}) gives ASHA {count:,} rungs "
+                f"between grace_period_tokens ({self.grace_period_tokens}) and budget.max_tokens "
+                f"({self.budget.max_tokens}); at most {MAX_RUNGS} are allowed: set reduction_factor to {least:g} "
+                "or more, or raise scheduler.grace_period_tokens"]
 
     @property
     def grace_period_tokens(self) -> int:
         """ASHA's first rung: the spec's value, or the first evaluation."""
         return self.scheduler.grace_period_tokens or self.budget.eval_every_tokens
+
+    @property
+    def rung_count(self) -> int:
+        """ASHA's rungs from grace_period_tokens up to max_tokens, as Ray's single bracket counts them."""
+        ratio = self.budget.max_tokens / self.grace_period_tokens
+        return int(math.log(ratio) / math.log(self.scheduler.reduction_factor) + 1)
 
     @property
     def expected_trials(self) -> int:
@@ -194,14 +280,54 @@ def fixed_trial_params(spec: JobSpec, dataset_dir: str) -> dict[str, Any]:
 
 
 def check_trial_configs(spec: JobSpec, where: str) -> None:
-    """Validate fixed + sampled params against the trainer's TrialConfig at every edge of the space."""
+    """Validate fixed + sampled params against the trainer's TrialConfig for every value each dimension produces
+    (and pairs of two dimensions' edge values), then every point in search.points_to_evaluate.
+
+    Raises one TextuneError naming the key, e.g. ``space.n_layers = 1.5`` or
+    ``search.points_to_evaluate[0].n_heads``.
+    """
     from models.config import parse_trial_config
 
     # The dataset is prepared later; any non-empty path validates here.
     fixed = fixed_trial_params(spec, dataset_dir="(prepared dataset)")
-    for sample in validation_samples(spec.space):
+    for sample, varied in validation_samples(spec.space):
+        # The base sample (nothing varied) takes every dimension's lowest value: any of them may be the culprit.
+        shown = ", ".join(f"space.{name} = {value!r} ({spec.space[name].kind} {spec.space[name].values})"
+                          for name, value in (varied or sample).items())
         try:
-            parse_trial_config({**fixed, **trainer_params(sample)}, f"{where} (model: + space: {sample})")
+            parse_trial_config({**fixed, **trainer_params(sample)}, f"{where}: with {shown}")
         except TextuneError as exc:
-            raise TextuneError(exc.message, "Fix model: or space: so every sampled value is a valid trial "
-                                            "setting, then run again.") from exc
+            raise TextuneError(exc.message, "Fix model: or space: so every value a dimension can produce is a "
+                                            "valid trial setting (a whole-number key takes randint, choice, or "
+                                            "quniform with a whole q), then run again.") from exc
+    for index, point in enumerate(spec.search.points_to_evaluate):
+        check_point(spec, point, f"{where}: search.points_to_evaluate[{index}]")
+
+
+def check_point(spec: JobSpec, point: dict[str, Any], label: str) -> None:
+    """Refuse a configuration to evaluate first that the space cannot produce or the trainer would refuse.
+
+    ``label`` names the point in messages (``job spec J: search.points_to_evaluate[0]``); a key is named as
+    ``LABEL.KEY``. A point gives every searched key; grid keys it leaves out are crossed with it.
+    """
+    from models.config import TrialConfig, parse_trial_config
+
+    hint = "Give every point a value for each searched key that its space: dimension can produce."
+    unknown = sorted(set(point) - set(spec.space), key=str)
+    if unknown:
+        name = str(unknown[0])
+        fixed = " (to fix it for every trial, set it under model:)" if name in TrialConfig.model_fields else ""
+        raise TextuneError(f'{label}.{name} is not a searched key{fixed}.{did_you_mean(name, spec.space)} '
+                           f"Searched keys: {', '.join(spec.space)}.", hint)
+    missing = [name for name, d in spec.space.items() if name not in point and d.kind != "grid"]
+    if missing:
+        raise TextuneError(f"{label}.{missing[0]} is missing: a point gives a value for every searched key "
+                           f"(missing: {', '.join(missing)}; only grid keys may be left out, to be crossed with "
+                           "the point).", hint)
+    for name, value in point.items():
+        refusal = spec.space[name].refusal(value)
+        if refusal is not None:
+            raise TextuneError(f"{label}.{name} = {value!r} {refusal}.", hint)
+    config = {**base_sample(spec.space), **point}
+    parse_trial_config({**fixed_trial_params(spec, dataset_dir="(prepared dataset)"), **trainer_params(config)},
+                       label)

@@ -9,7 +9,13 @@ trial after trial, so torch and the trainer are imported once per slot, not once
 A trial Ray restarts (after a crash, a lost node or ``textune resume``) continues from its newest checkpoint
 whose checksum holds: a damaged latest checkpoint is skipped, with a warning, for the one before it. Every
 report says which checkpoint the run started from (``restored_from_tokens``, 0 for a fresh start), so the
-progress a fault cost can be read from the results.
+progress a fault cost can be read from the results. A trial whose latest checkpoint was deleted from storage
+restarts from an older one, or from scratch, with a warning (:func:`restorable`).
+
+A trial whose config the trainer refuses (a TextuneError from its config or dataset checks) would fail the same
+way on every retry, so it is not retried: it reports once, ``status: errored`` with the message in ``error`` and
+an infinite metric (so HyperOpt learns the region is bad), and ends. The pre-flight checks (tune_jobs.spec,
+tune_jobs.preflight) refuse such specs before Ray starts; this is the net for what they cannot see.
 """
 
 from __future__ import annotations
@@ -82,6 +88,25 @@ def intact_checkpoints(latest: tune.Checkpoint) -> Iterator[tuple[str, dict[str,
             yield checkpoint_dir, meta
 
 
+def refused_config(trial_config: dict[str, Any]) -> str | None:
+    """The trainer's message if it refuses ``trial_config`` (its values, or its block size for the dataset)."""
+    from models.config import parse_trial_config
+    from models.trial import open_dataset
+
+    try:
+        open_dataset(parse_trial_config(trial_config))
+    except TextuneError as exc:
+        return exc.paragraph()
+    return None
+
+
+def report_refused_config(message: str) -> None:
+    """End a trial whose config cannot work: one final report and no exception, so Ray does not retry it."""
+    inf = float("inf")
+    TuneReporter().report({"tokens": 0, "status": "errored", "error": message,
+                           "val_loss": inf, "val_ppl": inf, "val_bpc": inf, "best_val_bpc": inf})
+
+
 def tune_trial(config: dict[str, Any], fixed: dict[str, Any], storage_options: StorageOptions) -> None:
     """Run one trial: fixed + sampled params (less ``ignored_`` control knobs), TensorBoard curves in the trial's
     own directory.
@@ -95,6 +120,11 @@ def tune_trial(config: dict[str, Any], fixed: dict[str, Any], storage_options: S
     dataset_dir = str(materialize_dataset(fixed["dataset_dir"], storage_options))
     trial_config = {**fixed, **trainer_params(config), "dataset_dir": dataset_dir,
                     "tensorboard_dir": tune.get_context().get_trial_dir()}
+    refusal = refused_config(trial_config)
+    if refusal is not None:
+        logger.error("this trial's config cannot work, so it ends without retries: %s", refusal)
+        report_refused_config(refusal)
+        return
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         # A restored trial (after resume or a worker failure) continues from its newest intact checkpoint.
@@ -106,7 +136,39 @@ def tune_trial(config: dict[str, Any], fixed: dict[str, Any], storage_options: S
     run_trial(trial_config, TuneReporter())
 
 
+def restorable(function: Any) -> type:
+    """The Ray Tune class of a function trainable, restoring a trial whose latest checkpoint is gone.
+
+    Ray refuses to restore a trial from a checkpoint that no longer exists on storage (deleted between an
+    interrupt and ``textune resume``): the restore fails, is retried ``max_failures`` times and the trial ends
+    errored. Here such a trial starts from its newest older checkpoint still on storage, else from scratch,
+    with a warning; the function then checks that checkpoint's checksum as for any restore.
+    """
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class RestoreWhatIsLeft(wrap_function(function)):  # type: ignore[misc]
+        def restore(self, checkpoint_path: Any) -> None:
+            checkpoint = getattr(checkpoint_path, "checkpoint", None)  # Ray's controller passes a _TrainingResult
+            if checkpoint is None or _exists(checkpoint):
+                super().restore(checkpoint_path)
+                return
+            older = [c for c in checkpoints_newest_first(checkpoint)[1:] if _exists(c)]
+            if not older:
+                logger.warning("the checkpoint to restore this trial from is gone from storage (%s), and no older "
+                               "one is left; the trial starts again from scratch", checkpoint.path)
+                return
+            logger.warning("the checkpoint to restore this trial from is gone from storage (%s); it continues "
+                           "from the older %s", checkpoint.path, older[0].path)
+            super().restore(type(checkpoint_path)(checkpoint=older[0], metrics=checkpoint_path.metrics))
+
+    return RestoreWhatIsLeft
+
+
+def _exists(checkpoint: tune.Checkpoint) -> bool:
+    return checkpoint.filesystem.get_file_info(checkpoint.path).type != pyarrow.fs.FileType.NotFound
+
+
 def build_trainable(fixed: dict[str, Any], resources: dict[str, float], storage_options: StorageOptions) -> Any:
     """The trainable the Tuner runs: :func:`tune_trial` with the fixed params bound and resources attached."""
-    return tune.with_resources(tune.with_parameters(tune_trial, fixed=fixed, storage_options=storage_options),
-                               resources)
+    function = tune.with_parameters(tune_trial, fixed=fixed, storage_options=storage_options)
+    return tune.with_resources(restorable(function), resources)

@@ -3,7 +3,9 @@
 The surrogate is fitted to one row per finished trial (see :func:`surrogate_rows` for the budget rule), with
 the searched hyperparameters as features (:mod:`tune_jobs.analysis.encoding`). :mod:`tune_jobs.analysis.fanova`
 then splits the surrogate's variance over the search space into each hyperparameter's main effect and the
-pairwise interactions of the top three. The result is the ``analysis/importance.json`` document.
+pairwise interactions of the top three. The result is the ``analysis/importance.json`` document. A search with
+too few trials for its hyperparameters, or whose surrogate predicts unseen trials no better than their mean,
+gets no ranking at all: the document says why and how many trials it would take (:func:`no_ranking_reason`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ N_TREES = 64
 # share above all of them is unlikely by chance (at most 1 in 9).
 NULL_SHUFFLES = 8
 NULL_TREES = 8
+# A ranking needs at least this many finished trials per searched hyperparameter: the n = 10 d rule of thumb for
+# the size of the sample a surrogate of d inputs is fitted to (Loeppky, Sacks and Welch, 2009, "Choosing the
+# sample size of a computer experiment"). This project's benchmark agrees (docs/analysis.md): with 5
+# hyperparameters, 16 trials gave a knob that cannot matter up to 17%, 48 could not tell the smallest real
+# effect from it, 96 could.
+TRIALS_PER_HYPERPARAMETER = 10
 
 
 class ParamShare(StrictModel):
@@ -64,13 +72,20 @@ class Interaction(StrictModel):
 
 
 class ImportanceReport(StrictModel):
-    """The ``analysis/importance.json`` document: what ``textune analyze`` found."""
+    """The ``analysis/importance.json`` document: what ``textune analyze`` found.
+
+    When ``no_ranking_reason`` is set the search cannot back a ranking, and ``importance``, ``main_effects``
+    and ``interactions`` are empty.
+    """
 
     metric: str
     mode: Literal["min", "max"]
     n_trials: int
+    n_hyperparameters: int
+    trials_needed: int  # TRIALS_PER_HYPERPARAMETER per hyperparameter
     budget_rule: str
     oob_r2: float  # how well the surrogate predicts trials it did not see (1 = perfectly, <= 0 = not at all)
+    no_ranking_reason: str | None  # why importance cannot be read from this search; None when it can
     importance: list[ParamShare]  # best first; the shares sum to at most 1, interactions hold the rest
     main_effects: dict[str, MainEffect]  # every hyperparameter, in the order of importance
     interactions: list[Interaction]  # every pair of the top three, largest first
@@ -132,6 +147,13 @@ def analyze_importance(trials: pd.DataFrame, spec: JobSpec, seed: int = 0) -> Im
     bounds = np.array([[axis.low, axis.high] for axis in axes])  # (d, 2)
     forest = RandomForestRegressor(n_estimators=N_TREES, oob_score=True, random_state=seed)
     forest.fit(features, rows.values, sample_weight=rows.weights)
+    n_trials, oob_r2 = len(rows.values), float(forest.oob_score_)
+    evidence: dict[str, Any] = {
+        "metric": spec.metric, "mode": spec.mode, "n_trials": n_trials, "n_hyperparameters": len(axes),
+        "trials_needed": TRIALS_PER_HYPERPARAMETER * len(axes), "budget_rule": rows.rule, "oob_r2": oob_r2,
+        "no_ranking_reason": no_ranking_reason(n_trials, len(axes), oob_r2)}
+    if evidence["no_ranking_reason"] is not None:  # no ranking, no curves: the chance levels are not needed
+        return ImportanceReport(**evidence, importance=[], main_effects={}, interactions=[])
     anova = ForestAnova(forest, bounds)
     shares = anova.main_effect_shares()
     chance = chance_shares(features, rows.values, rows.weights, bounds, seed)  # (S, d)
@@ -141,13 +163,56 @@ def analyze_importance(trials: pd.DataFrame, spec: JobSpec, seed: int = 0) -> Im
     interactions = sorted((Interaction(params=[axes[i].name, axes[j].name], share=anova.interaction_share(i, j))
                            for i, j in combinations(top, 2)), key=lambda pair: -pair.share)
     return ImportanceReport(
-        metric=spec.metric, mode=spec.mode, n_trials=len(rows.values), budget_rule=rows.rule,
-        oob_r2=float(forest.oob_score_),
+        **evidence,
         importance=[ParamShare(param=axes[i].name, share=float(shares[i]), chance_share=float(chance_mean[i]),
                                share_above_chance=max(0.0, float(shares[i] - chance_mean[i])),
                                beyond_chance=bool(shares[i] > chance[:, i].max())) for i in order],
         main_effects={axes[i].name: _main_effect(anova, axes[i], int(i)) for i in order},
         interactions=interactions)
+
+
+def no_ranking_reason(n_trials: int, n_hyperparameters: int, oob_r2: float) -> str | None:
+    """Why a ranking of ``n_hyperparameters`` cannot be read from ``n_trials`` finished trials whose surrogate
+    has out-of-bag R² ``oob_r2``, and how many trials it would take; None when it can be read.
+
+    The rule: at least TRIALS_PER_HYPERPARAMETER finished trials per hyperparameter, and a surrogate that
+    predicts the trials it did not see better than their mean does (R² above 0). Below either, the shares
+    rank noise.
+    """
+    needed = TRIALS_PER_HYPERPARAMETER * n_hyperparameters
+    problems = []
+    if n_trials < needed:
+        problems.append(f"it has {n_trials} finished trials for {n_hyperparameters} hyperparameters, and a ranking "
+                        f"needs at least {needed} ({TRIALS_PER_HYPERPARAMETER} per hyperparameter)")
+    if oob_r2 <= 0:
+        problems.append(f"the surrogate fitted to them predicts the trials it did not see no better than their "
+                        f"mean (out-of-bag R² {oob_r2:.2f}, not above 0)")
+    if not problems:
+        return None
+    if n_trials < needed:
+        short = needed - n_trials
+        todo = (f"Run a search with num_samples of at least {needed} ({short} more trial{'s' * (short > 1)} than "
+                f"this one) and analyze that")
+    else:  # enough trials for the rule, but their results are mostly noise for the surrogate
+        todo = (f"Run more trials (twice as many, {2 * n_trials}, is a start) or train each longer, so that "
+                f"configs differ by more than the noise")
+    return f"Importance cannot be read from this search: {'; and '.join(problems)}. {todo}."
+
+
+def stored_report(document: dict[str, Any]) -> ImportanceReport | None:
+    """An ``analysis/importance.json`` document as a report; None when it does not have this version's shape (an
+    older ``textune analyze`` wrote it without the evidence fields): the report then asks for a new analysis
+    rather than show a ranking nobody checked."""
+    try:
+        return ImportanceReport.model_validate(document)
+    except pydantic.ValidationError:
+        return None
+
+
+def best_at(effect: MainEffect, mode: str) -> Any:
+    """Where a main-effect curve is best: the x (in the user's units) of its lowest y, or highest for max."""
+    index = min(range(len(effect.y)), key=lambda i: effect.y[i] if mode == "min" else -effect.y[i])
+    return effect.x[index]
 
 
 def chance_shares(features: np.ndarray, values: np.ndarray, weights: np.ndarray, bounds: np.ndarray,

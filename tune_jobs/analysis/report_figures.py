@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import matplotlib
 import numpy as np
@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from tune_jobs.analysis.importance import ImportanceReport
 from tune_jobs.results import CONFIG_PREFIX
 from tune_jobs.space import Dimension
 
@@ -42,7 +43,8 @@ def learning_curves(evaluations: pd.DataFrame, trials: pd.DataFrame, rungs: Sequ
     figure = Figure(figsize=(8, 4.5))
     axes = figure.subplots()
     status_of = dict(zip(trials["trial_id"], trials["status"]))
-    for trial_id, curve in finite(evaluations, "val_bpc").groupby("trial_id", sort=False):
+    measured = finite(evaluations, "val_bpc")
+    for trial_id, curve in measured.groupby("trial_id", sort=False):
         curve = curve.sort_values("tokens")
         axes.plot(curve["tokens"], curve["val_bpc"], marker=".", linewidth=1, alpha=0.8,
                   color=STATUS_COLOURS.get(status_of.get(trial_id, "unfinished"), "tab:gray"))
@@ -55,7 +57,8 @@ def learning_curves(evaluations: pd.DataFrame, trials: pd.DataFrame, rungs: Sequ
         axes.plot([], [], color=STATUS_COLOURS[status], label=status.replace("_", " "))
     if rungs:
         axes.plot([], [], color="0.6", linestyle=":", label="ASHA rungs")
-    axes.set(xlabel="training tokens", ylabel="val_bpc (bits per character)", title="Learning curves")
+    axes.set(xlabel="training tokens", ylabel="val_bpc (bits per character)",
+             title=f"Learning curves ({len(measured)} evaluations of {measured['trial_id'].nunique()} trials)")
     axes.legend(fontsize="small")
     axes.grid(alpha=0.3)
     return to_png(figure)
@@ -91,7 +94,8 @@ def best_so_far(evaluations: pd.DataFrame, metric: str, mode: str, devices_per_t
             axis.axhline(floor_bpc, **FLOOR_STYLE, label="entropy floor")
         axis.set(xlabel=label)
         axis.grid(alpha=0.3)
-    axes[0].set(ylabel=f"best {metric} so far", title="Best so far against compute")
+    axes[0].set(ylabel=f"best {metric} so far",
+                title=f"Best so far against compute ({int(scores.notna().sum())} evaluations)")
     axes[0].legend(fontsize="small")
     return to_png(figure)
 
@@ -144,31 +148,36 @@ def parallel_coordinates(trials: pd.DataFrame, space: dict[str, Dimension], metr
     return to_png(figure)
 
 
-def importance_chart(importance: dict[str, Any]) -> bytes:
-    """Each hyperparameter's share of the explained variance, and the main-effect curves of the top three."""
-    ranked = importance["importance"]
-    effects = [(entry["param"], importance["main_effects"][entry["param"]]) for entry in ranked[:3]
-               if entry["param"] in importance.get("main_effects", {})]
+def importance_chart(importance: ImportanceReport) -> bytes:
+    """Each hyperparameter's share of the explained variance with its chance level, and the main-effect curves of
+    the top three. Only for a search that backs a ranking (``importance.no_ranking_reason`` is None)."""
+    ranked = importance.importance
+    effects = [(entry.param, importance.main_effects[entry.param]) for entry in ranked[:3]]
     figure = Figure(figsize=(4 + 3.2 * len(effects), 3.6), layout="tight")
     axes = figure.subplots(1, 1 + len(effects), squeeze=False)
     bars = axes[0, 0]
-    names = [entry["param"] for entry in ranked][::-1]
-    bars.barh(names, [entry["share"] for entry in ranked][::-1], color="tab:blue")
-    bars.set(xlabel="share of the metric's variance", xlim=(0, 1), title="Importance (fANOVA)")
+    names = [entry.param for entry in ranked][::-1]
+    bars.barh(names, [entry.share for entry in ranked][::-1], color="tab:blue", label="share")
+    # A share is only as good as its margin over what the same hyperparameter gets with its values shuffled.
+    bars.plot([entry.chance_share for entry in ranked][::-1], names, "|", color="black", markersize=14,
+              label="chance level")
+    bars.set(xlabel="share of the metric's variance", xlim=(0, 1),
+             title=f"Importance (fANOVA, {importance.n_trials} trials)")
+    bars.legend(fontsize="small", loc="lower right")
     bars.grid(axis="x", alpha=0.3)
     for axis, (name, effect) in zip(axes[0, 1:], effects):
-        if effect["kind"] == "categorical":
+        if effect.kind == "categorical":
             # Points at category positions: the differences stay visible (bars would start at 0) and values
             # such as "16" stay labels rather than numbers.
-            positions = range(len(effect["x"]))
-            axis.plot(positions, effect["y"], "o", color="tab:orange")
-            axis.set_xticks(positions, [str(x) for x in effect["x"]])
-            axis.set_xlim(-0.5, len(effect["x"]) - 0.5)
+            positions = range(len(effect.x))
+            axis.plot(positions, effect.y, "o", color="tab:orange")
+            axis.set_xticks(positions, [str(x) for x in effect.x])
+            axis.set_xlim(-0.5, len(effect.x) - 0.5)
         else:
-            axis.plot(effect["x"], effect["y"], color="tab:orange")
-            if effect.get("log"):
+            axis.plot(effect.x, effect.y, color="tab:orange")
+            if effect.log:
                 axis.set_xscale("log")
                 axis.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap in a narrow panel
-        axis.set(xlabel=name, ylabel=f"predicted {importance['metric']}", title=f"Main effect of {name}")
+        axis.set(xlabel=name, ylabel=f"predicted {importance.metric}", title=f"Main effect of {name}")
         axis.grid(alpha=0.3)
     return to_png(figure)

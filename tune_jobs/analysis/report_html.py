@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from tune_jobs.analysis.importance import NULL_SHUFFLES, TRIALS_PER_HYPERPARAMETER, best_at, stored_report
 from tune_jobs.cost import UNIT_NAMES
 from tune_jobs.results import searched_config
 
@@ -93,23 +94,39 @@ def summary(content: ReportContent) -> str:
     floor = float(best["floor_bpc"])
     line = (f"{len(content.trials)} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}). Best trial "
             f"{best['trial_id']}: {content.metric} {best['best_metric']:.4f} ({content.mode}imised) after "
-            f"{int(best['tokens']):,} tokens, with {describe_config(searched_config(best))}.")
+            f"{int(best['tokens']):,} tokens, with {describe_config(searched_config(best))}. That is one "
+            f"training run on one seed: whether its lead is real is what the confirmation below tests.")
     if math.isfinite(floor):
         line += f" The corpus' entropy floor is {floor:.4f} bits per character."
     return f"<p>{escape(line)}</p><p>Experiment: <code>{escape(content.experiment_root)}</code></p>"
 
 
 def importance_section(content: ReportContent) -> str:
+    """The ranking with its chance levels, stated with its evidence; or why this search cannot back one."""
     found = content.importance
     if found is None:
         return missing("textune analyze EXPERIMENT", "hyperparameter importance")
-    rows = [[entry["param"], entry["share"]] for entry in found["importance"]]
-    pairs = [[" × ".join(entry["params"]), entry["share"]] for entry in found.get("interactions", [])]
-    note = (f"<p>Functional ANOVA over a random-forest surrogate of {escape(found['metric'])}, fitted on "
-            f"{found['n_trials']} trials ({escape(found['budget_rule'])}); out-of-bag R² {found['oob_r2']:.3f}.</p>")
-    shares = table(["hyperparameter", "share"], rows)
+    report = stored_report(found)
+    if report is None:
+        return ('<p class="missing">analysis/importance.json was written by an older textune, without the evidence '
+                "a ranking is checked against: <code>textune analyze EXPERIMENT</code> writes it anew.</p>")
+    evidence = (f"<p>Evidence: functional ANOVA over a random-forest surrogate of {escape(report.metric)}, fitted on "
+                f"{report.n_trials} finished trials of {report.n_hyperparameters} hyperparameters "
+                f"({escape(report.budget_rule)}); its out-of-bag R² is {report.oob_r2:.3f}. A ranking needs at least "
+                f"{report.trials_needed} trials ({TRIALS_PER_HYPERPARAMETER} per hyperparameter) and an out-of-bag R² "
+                "above 0.</p>")
+    if report.no_ranking_reason is not None:
+        return evidence + f'<p class="missing">{escape(report.no_ranking_reason)}</p>'
+    rows = [[entry.param, f"{100 * entry.share:.1f}%", f"{100 * entry.chance_share:.1f}%",
+             f"{100 * entry.share_above_chance:.1f}%", "yes" if entry.beyond_chance else "no (within chance)",
+             best_at(report.main_effects[entry.param], report.mode)] for entry in report.importance]
+    pairs = [[" × ".join(entry.params), f"{100 * entry.share:.1f}%"] for entry in report.interactions]
+    legend = (f"<p>chance: the hyperparameter's mean share in {NULL_SHUFFLES} forests fitted with its values "
+              f"shuffled across the trials; above: the share minus that; beyond chance: the share exceeds all "
+              f"{NULL_SHUFFLES} (p ≤ 1/{NULL_SHUFFLES + 1}); best at: where its main-effect curve is best.</p>")
+    shares = table(["hyperparameter", "share", "chance", "above", "beyond chance", "best at"], rows)
     interactions = table(["pair", "interaction share"], pairs) if pairs else ""
-    return note + image(content, "importance", "importance chart") + shares + interactions
+    return evidence + image(content, "importance", "importance chart") + shares + legend + interactions
 
 
 def confirm_section(content: ReportContent) -> str:

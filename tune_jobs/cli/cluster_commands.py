@@ -9,8 +9,9 @@ import click
 
 from textune.config import validate
 from textune.errors import TextuneError
+from tune_jobs.cli.params import LocalPath
 
-STATE_DIR_OPTION = click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+STATE_DIR_OPTION = click.option("--state-dir", type=LocalPath("dir"), default=None,
                                 help="Where the cluster's record and token live (default: $TEXTUNE_CACHE_DIR/cluster).")
 
 
@@ -59,9 +60,8 @@ def up_command(workers: int, cpus_per_worker: int, gpus_per_worker: int, head_cp
 def status_command(address: str | None, gpus_per_trial: float | None, cpus_per_trial: float,
                    state_dir: Path | None) -> None:
     """Show the cluster's nodes, resources and running trials."""
-    from cluster import auth
     from cluster.cluster_status import format_summary, summarize_cluster
-    from cluster.connection import connect
+    from cluster.connection import check_connectable, connect, resolve_address
     from cluster.local_state import read_state
     from cluster.resources import cluster_trial_slots
 
@@ -71,10 +71,11 @@ def status_command(address: str | None, gpus_per_trial: float | None, cpus_per_t
             raise TextuneError("no local cluster is up and no --address was given.",
                                "Start one with `textune cluster up`, or pass --address HOST:PORT.")
         address = state.gcs_address
-        auth.default_to_token_file(state.token_path)
         click.echo(f"local cluster {state.gcs_address}, Jobs API {state.dashboard_url}, "
                    f"token {state.token_path}, node pids {', '.join(str(n.pid) for n in state.nodes)}")
-    with connect(address, logging_level=logging.WARNING, log_to_driver=False):
+    resolved = resolve_address(address, state_dir)  # the recorded cluster's address brings its token
+    check_connectable(resolved)
+    with connect(resolved, logging_level=logging.WARNING, log_to_driver=False):
         click.echo(format_summary(summarize_cluster()))
         if gpus_per_trial is not None:
             slots = cluster_trial_slots(gpus_per_trial, cpus_per_trial)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
+from textune import strict_json
 from tune_jobs.cli.tune_commands import ADDRESS_HELP
 
 
@@ -42,7 +41,7 @@ def confirm(experiment_dir: str, top_k: int, seeds: int, folds: int | None, addr
         click.echo(f"{outcome.unfinished} confirmation run(s) unfinished in {outcome.root}; continue with: {command}")
         return
     if as_json:
-        click.echo(json.dumps(outcome.summary, indent=2))
+        click.echo(strict_json.dumps(outcome.summary, indent=2))
         return
     click.echo(format_summary(outcome.summary))
     click.echo(f"\nsummary: {experiment_dir.rstrip('/')}/{ANALYSIS_DIR}/{CONFIRM_FILE}; runs: {outcome.root}")

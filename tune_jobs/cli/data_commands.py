@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from textune.errors import TextuneError
+from tune_jobs.cli.params import LocalPath
 
 _SAMPLE_CHARS = 300
 
@@ -27,7 +28,7 @@ def data() -> None:
               help="train,val,test fractions of the corpus (contiguous, in that order).")
 @click.option("--seed", type=int, help="synthetic only: generator seed.")
 @click.option("--characters", type=int, help="synthetic only: corpus size in characters.")
-@click.option("--out", type=click.Path(path_type=Path),
+@click.option("--out", type=LocalPath("dir"),
               help="Directory to hold the dataset (default: $TEXTUNE_CACHE_DIR/datasets).")
 def prepare(source: str, tokenizer_kind: str, vocab_size: int | None, text_field: str, text_column: str,
             split_spec: str, seed: int | None, characters: int | None, out: Path | None) -> None:
@@ -55,21 +56,20 @@ def prepare(source: str, tokenizer_kind: str, vocab_size: int | None, text_field
 
 
 @data.command()
-@click.argument("directory", type=click.Path(path_type=Path))
+@click.argument("directory", type=LocalPath("dir", must_exist=True))
 @click.option("--split", default="val", show_default=True, help="Split to decode the sample from.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def inspect(directory: Path, split: str, as_json: bool) -> None:
     """Print the manifest of a prepared dataset and a decoded sample of one split."""
     from data_pipeline.reader import TokenDataset
+    from data_pipeline.tokenization import printable
 
     dataset = TokenDataset.open(directory)
     click.echo(dataset.manifest.model_dump_json(indent=2) if as_json else dataset.manifest.summary())
     chars_per_token = dataset.chars_per_token(split) or 1.0  # raises for an unknown split; 0 when empty
     count = max(1, round(_SAMPLE_CHARS / chars_per_token))
     text = dataset.tokenizer.decode(dataset.tokens[split][:count])
-    # Undecodable bytes (byte tokenizer) travel as lone surrogates; show them as U+FFFD.
-    printable = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    click.echo(f"--- first {count} tokens of {split} ---\n{printable}")
+    click.echo(f"--- first {count} tokens of {split} ---\n{printable(text)}")  # undecodable bytes as U+FFFD
 
 
 def _parse_split(spec: str) -> dict[str, float]:

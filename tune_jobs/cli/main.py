@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "confirm": "tune_jobs.cli.confirm_command:confirm",
     "analyze": "tune_jobs.cli.analyze_command:analyze",
     "report": "tune_jobs.cli.report_command:report",
+    "replay": "tune_jobs.cli.replay_command:replay",
 }
 
 
@@ -85,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the process exit status."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="textune", standalone_mode=False)
+        # Without standalone mode click returns a command's exit status (click.exceptions.Exit) instead of
+        # exiting: pass it on, or `textune train` that diverges would exit 0.
+        status = cli.main(args=argv, prog_name="textune", standalone_mode=False)
     except TextuneError as exc:
         if debug:
             traceback.print_exc()
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("aborted.", err=True)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -6,16 +6,21 @@ from pathlib import Path
 
 import click
 
+from tune_jobs.cli.params import LocalPath
+
 
 @click.command("report")
 @click.argument("experiment_dir", metavar="EXPERIMENT")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--out", "out_dir", type=LocalPath("dir"), default=None,
               help="Directory for index.html and the PNGs (default: EXPERIMENT/report). A directory holding "
                    "anything but an earlier report is refused.")
-@click.option("--top-k", type=int, default=3, show_default=True, help="Configs to sample text from, best first.")
+@click.option("--top-k", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Configs to sample text from, best first.")
 @click.option("--prompt", "prompts", multiple=True, help="A prompt to continue (repeatable; default: a newline).")
-@click.option("--seeds", type=int, default=3, show_default=True, help="Samples per prompt, seeded 0, 1, ...")
-@click.option("--max-new-tokens", type=int, default=200, show_default=True, help="Length of each sample.")
+@click.option("--seeds", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Samples per prompt, seeded 0, 1, ...")
+@click.option("--max-new-tokens", type=click.IntRange(1, 10_000), default=200, show_default=True,
+              help="Length of each sample (the page shows them whole).")
 def report(experiment_dir: str, out_dir: Path | None, top_k: int, prompts: tuple[str, ...], seeds: int,
            max_new_tokens: int) -> None:
     """Write an HTML report of EXPERIMENT: learning curves, best so far against compute, configs against the
@@ -28,7 +33,7 @@ def report(experiment_dir: str, out_dir: Path | None, top_k: int, prompts: tuple
 
     # Both checks come before the report's heavy imports (torch, Ray, matplotlib): bad input fails at once.
     experiment = open_experiment(experiment_dir)
-    options = {"top_k": top_k, "seeds": list(range(seeds)) if seeds > 0 else [], "max_new_tokens": max_new_tokens}
+    options = {"top_k": top_k, "seeds": list(range(seeds)), "max_new_tokens": max_new_tokens}
     if prompts:
         options["prompts"] = list(prompts)
     quality = validate(QualityConfig, options, "textune report options (--top-k, --prompt, --seeds, --max-new-tokens)")

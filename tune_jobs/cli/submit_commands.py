@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import yaml
 
 from textune.errors import TextuneError
+from tune_jobs.cli.params import LocalPath
 
 
 @click.command("submit")
-@click.argument("job_path", metavar="JOB.yaml", type=click.Path(path_type=Path))
+@click.argument("job_path", metavar="JOB.yaml", type=LocalPath("file", must_exist=True))
 @click.option("--address", required=True, help="The head's Jobs API URL, e.g. http://127.0.0.1:8265.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec key (repeatable).")
 @click.option("--pip", "pip_packages", multiple=True, metavar="PACKAGE",
@@ -22,7 +22,7 @@ def submit(job_path: Path, address: str, overrides: tuple[str, ...], pip_package
            follow: bool) -> None:
     """Submit the search JOB.yaml describes as a Ray job; its driver runs `textune run` on the head."""
     from cluster.jobs import follow as follow_job, job_client, submit_search
-    from textune.config import apply_overrides, load_yaml
+    from textune.config import apply_overrides, dump_yaml, load_yaml
     from tune_jobs.spec import load_spec
 
     spec = load_spec(job_path, list(overrides))  # a bad spec fails here, not minutes later on the cluster
@@ -31,7 +31,7 @@ def submit(job_path: Path, address: str, overrides: tuple[str, ...], pip_package
                            "would land in the job's temporary working directory and be lost.",
                            "Use storage every node reaches: --set storage=s3://BUCKET/PREFIX, or an absolute "
                            "path on a shared file system.")
-    spec_yaml = yaml.safe_dump(apply_overrides(load_yaml(job_path), list(overrides)), sort_keys=False)
+    spec_yaml = dump_yaml(apply_overrides(load_yaml(job_path), list(overrides)))
     client = job_client(address)
     submission_id = submit_search(client, spec.name, spec_yaml, pip_packages)
     click.echo(f"submitted {submission_id} to {address}\n"

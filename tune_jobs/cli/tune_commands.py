@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -11,10 +10,13 @@ from typing import TYPE_CHECKING
 
 import click
 
+from textune import strict_json
 from textune.errors import TextuneError
+from tune_jobs.cli.params import LocalPath
 
 if TYPE_CHECKING:
     from tune_jobs.experiment import Experiment
+    from tune_jobs.results import ExperimentResults
     from tune_jobs.spec import JobSpec
 
 ADDRESS_HELP = ("Ray cluster to run on: auto, HOST:PORT or ray://HOST:10001. Without it an embedded local Ray "
@@ -27,6 +29,7 @@ def _finish_and_report(experiment: "Experiment", spec: "JobSpec") -> None:
 
     from tune_jobs.experiment import BEST_DIR
     from tune_jobs.finish import best_summary, finish_experiment, sample_from
+    from tune_jobs.lifecycle import unfinished_trials
 
     results = finish_experiment(experiment, spec)
     counts = results.trials["status"].value_counts().to_dict() if not results.trials.empty else {}
@@ -42,8 +45,7 @@ def _finish_and_report(experiment: "Experiment", spec: "JobSpec") -> None:
         click.echo("no trial reported a finite metric, so there is no best trial.")
         click.echo(f"\nresults: {experiment.root}/results.parquet")
     click.echo(f"TensorBoard: textune tensorboard {experiment.root}")
-    # Trials the searcher had not created yet when the run stopped (Ctrl-C, time budget) count as unfinished.
-    unfinished = counts.get("unfinished", 0) + max(0, spec.expected_trials - len(results.trials))
+    unfinished = unfinished_trials(results.trials, spec)
     if unfinished:
         click.echo(f"{unfinished} trial(s) unfinished; continue with: textune resume {experiment.root}")
 
@@ -68,33 +70,34 @@ def _describe_cost(cost: dict[str, object]) -> str:
 
 
 def _short(value: object) -> str:
+    if value is None:
+        return "null"  # as the spec writes it
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 @click.command("run")
-@click.argument("job_path", metavar="JOB.yaml", type=click.Path(path_type=Path))
+@click.argument("job_path", metavar="JOB.yaml", type=LocalPath("file", must_exist=True))
 @click.option("--address", default=None, help=ADDRESS_HELP)
 @click.option("--name", default=None, help="Experiment name (overrides the spec's name:).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a spec key (repeatable), e.g. --set num_samples=4 --set budget.max_tokens=100000.")
 @click.option("--resume", is_flag=True,
-              help="If the experiment already exists, continue it (with the spec it was started with) instead of "
-                   "refusing.")
+              help="If the experiment already exists, continue it instead of refusing. The spec must equal the one "
+                   "it was started with (a differing key is refused); a finished one has nothing to resume.")
 def run(job_path: Path, address: str | None, name: str | None, overrides: tuple[str, ...], resume: bool) -> None:
     """Run the search JOB.yaml describes (every key: docs/job-spec.md)."""
     from tune_jobs.experiment import experiment_at
     from tune_jobs.spec import load_spec
 
     spec = load_spec(job_path, list(overrides), name)
-    experiment = experiment_at(spec.storage, spec.name)
-    # Ray Tune takes seconds to import: a bad spec is reported before it is.
-    from tune_jobs.runner import resume_job, run_job
-
+    experiment = experiment_at(spec.storage, spec.name, spec.storage_options)
     if resume and experiment.exists():
-        spec = resume_job(experiment, address)
+        _resume(experiment, address, given=spec)
     else:
-        run_job(spec, address)
-    _finish_and_report(experiment, spec)
+        # Ray Tune takes seconds to import: a bad spec is reported before it is.
+        from tune_jobs.runner import run_job
+
+        run_job(spec, address, then=_finish_and_report)
 
 
 @click.command("resume")
@@ -104,11 +107,24 @@ def resume(experiment_dir: str, address: str | None) -> None:
     """Continue EXPERIMENT: its unfinished and errored trials, with the searcher's and scheduler's state."""
     from tune_jobs.experiment import open_experiment
 
-    experiment = open_experiment(experiment_dir)
-    from tune_jobs.runner import resume_job  # after the cheap check, as in run
+    _resume(open_experiment(experiment_dir), address)
 
-    spec = resume_job(experiment, address)
-    _finish_and_report(experiment, spec)
+
+def _resume(experiment: "Experiment", address: str | None, given: "JobSpec | None" = None) -> None:
+    """Resume and finish ``experiment``, or say in a second that every trial has ended."""
+    from cluster.connection import resolve_address
+    from tune_jobs.lifecycle import NothingToResume, resumable_spec
+
+    try:
+        # The checks that need no Ray, before Ray Tune's seconds of import; the resume repeats them once it
+        # holds the experiment.
+        resolve_address(address)
+        resumable_spec(experiment, given)
+        from tune_jobs.runner import resume_job
+
+        resume_job(experiment, address, then=_finish_and_report, given=given)
+    except NothingToResume as ended:
+        click.echo(f"nothing to resume: {ended}. The results: textune best {experiment.root}")
 
 
 @click.command("best")
@@ -124,23 +140,31 @@ def best(experiment_dir: str, as_json: bool) -> None:
     experiment = open_experiment(experiment_dir)
     spec = load_saved_spec(experiment)
     summary = best_summary(read_trials(experiment), spec)
-    click.echo(json.dumps(summary, indent=2) if as_json else _describe_best(summary))
+    if as_json:
+        click.echo(strict_json.dumps(summary, indent=2))
+        return
+    from tune_jobs.experiment import BEST_DIR
+
+    click.echo(_describe_best(summary))
+    click.echo(f"  checkpoint: {summary['checkpoint'] or '(none recorded)'}; copied to {experiment.root}/{BEST_DIR} "
+               f"(textune generate {experiment.root} uses it)")
 
 
 @click.command("export")
 @click.argument("experiment_dir", metavar="EXPERIMENT")
-@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
+@click.option("--out", "out_path", required=True, type=LocalPath("file"),
               help="Parquet file for the per-trial table; the evaluations go beside it as NAME.evaluations.parquet.")
 @click.option("--force", is_flag=True, help="Replace --out (and its evaluations file) if they exist.")
 def export(experiment_dir: str, out_path: Path, force: bool) -> None:
-    """Export EXPERIMENT's results: a row per trial and a row per evaluation, as Parquet."""
-    import pyarrow.fs
+    """Export EXPERIMENT's results: a row per trial and a row per evaluation, as Parquet.
 
+    Both files appear whole or not at all: they are written beside their targets and renamed into place.
+    """
     from tune_jobs.experiment import open_experiment
-    from tune_jobs.results import collect, write_tables
+    from tune_jobs.results import collect
     from tune_jobs.spec import load_saved_spec
 
-    evaluations_path = out_path.with_suffix(".evaluations.parquet")
+    evaluations_path = LocalPath("file").convert(out_path.with_suffix(".evaluations.parquet"), None, None)
     existing = [str(p) for p in (out_path, evaluations_path) if p.exists()]
     if existing and not force:
         raise TextuneError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; export "
@@ -148,24 +172,117 @@ def export(experiment_dir: str, out_path: Path, force: bool) -> None:
                            "Choose another --out, or add --force to replace them.")
     experiment = open_experiment(experiment_dir)
     results = collect(experiment, load_saved_spec(experiment))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    write_tables(results, str(out_path.resolve()), str(evaluations_path.resolve()), pyarrow.fs.LocalFileSystem())
+    _write_export(results, out_path, evaluations_path)
     click.echo(f"{len(results.trials)} trials -> {out_path}; {len(results.evaluations)} evaluations -> "
                f"{evaluations_path}")
 
 
+def _write_export(results: "ExperimentResults", out_path: Path, evaluations_path: Path) -> None:
+    """Write both tables to staging files and rename them over the targets; on any error remove what was
+    written (staging files, directories made for --out) and keep the old targets."""
+    import os
+    import shutil
+    import uuid
+
+    import pyarrow.fs
+
+    from textune.paths import outermost_missing
+    from tune_jobs.results import write_tables
+
+    created = outermost_missing(out_path.parent)
+    targets = (out_path, evaluations_path)
+    staged = [target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}") for target in targets]
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        write_tables(results, str(staged[0]), str(staged[1]), pyarrow.fs.LocalFileSystem())
+        for staging, target in zip(staged, targets):
+            os.replace(staging, target)
+    except OSError as exc:
+        for staging in staged:
+            staging.unlink(missing_ok=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise TextuneError(f"--out {out_path} cannot be written: {exc.strerror or exc}.",
+                           "Choose a --out in a directory this user can write.") from exc
+
+
 @click.command("tensorboard")
 @click.argument("experiment_dir", metavar="EXPERIMENT")
-@click.option("--port", type=click.IntRange(0, 65535), default=6006, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=6006, show_default=True,
+              help="Port on 127.0.0.1; 0 picks a free one.")
 def tensorboard(experiment_dir: str, port: int) -> None:
-    """Serve TensorBoard on 127.0.0.1 for EXPERIMENT: every trial's curves and the HParams table."""
+    """Serve TensorBoard on 127.0.0.1 for EXPERIMENT: every trial's curves and the HParams table.
+
+    A port in use is refused (exit 2). Stopping this command (Ctrl-C, or SIGTERM / SIGHUP to its pid) stops
+    the TensorBoard server with it; TensorBoard's own failures pass on its exit status.
+    """
     from tune_jobs.experiment import open_experiment
 
     logdir = open_experiment(experiment_dir).local_path()
+    _check_port_free(port)
     click.echo(f"TensorBoard for {logdir} at http://127.0.0.1:{port}/ (Ctrl-C stops it)", err=True)
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
                "--port", str(port)]
+    raise click.exceptions.Exit(_serve_until_stopped(command))
+
+
+def _check_port_free(port: int) -> None:
+    import socket
+
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise TextuneError(f"--port {port}: 127.0.0.1:{port} is in use ({exc.strerror}).",
+                               "Choose another --port (0 picks a free one), or stop what serves there.") from exc
+
+
+class _Stopped(Exception):
+    """This command was asked to stop by a signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _serve_until_stopped(command: list[str]) -> int:
+    """Run the server ``command`` until it ends or this process is stopped; never leave it running.
+
+    Returns its exit status; 0 after Ctrl-C; 128 + the signal's number after SIGTERM or SIGHUP.
+    """
+    import signal
+
+    def stop(signum: int, _frame: object) -> None:
+        raise _Stopped(signum)
+
+    # Linux: the kernel sends the server SIGTERM if this process dies without cleaning up (SIGKILL).
+    server = subprocess.Popen(command, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    # A signal the caller ignores (nohup's SIGHUP) stays ignored.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
-        raise click.exceptions.Exit(subprocess.call(command))
+        return server.wait()
     except KeyboardInterrupt:
-        raise click.exceptions.Exit(0) from None
+        return 0
+    except _Stopped as stopped:
+        return 128 + stopped.signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def _die_with_parent() -> None:
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

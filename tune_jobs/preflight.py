@@ -1,0 +1,81 @@
+"""The checks that need more than the spec, still run before Ray starts: the prepared dataset and warm starts.
+
+:func:`tune_jobs.spec.load_spec` has already checked what the spec alone decides (every value a dimension
+produces, every point to evaluate). Here, with the dataset prepared, every block size a trial can get is checked
+against the train and val splits it will read (for each validation fold a spec searches), with the very check a
+trial runs (models.trial.open_dataset); and the configs a warm start takes from another experiment are checked
+like points to evaluate. Each failure is one TextuneError naming the key.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+from textune.errors import TextuneError
+from tune_jobs.spec import JobSpec, check_point, fixed_trial_params
+from tune_jobs.space import base_sample, trainer_params
+
+
+def check_dataset(spec: JobSpec, dataset_dir: Path) -> None:
+    """Refuse a spec whose largest block size does not fit a split of the prepared dataset at ``dataset_dir``.
+
+    Raises a TextuneError naming ``space.block_size``, ``model.block_size`` or the trial config's default.
+    """
+    from models.config import TrialConfig, parse_trial_config
+    from models.trial import open_dataset
+
+    # A split that holds one block of the largest size holds one of every smaller size.
+    block_size, label = _largest_block_size(spec, TrialConfig.model_fields["block_size"].default)
+    config = {**fixed_trial_params(spec, str(dataset_dir)), **trainer_params(base_sample(spec.space)),
+              "block_size": block_size}
+    for fold, num_folds in itertools.product(_values(spec, "fold"), _values(spec, "num_folds")):
+        if (fold is None) != (num_folds is None) or (fold is not None and fold >= num_folds):
+            continue  # not a trial config (the spec check refuses such a pair where a trial could get it)
+        trial = parse_trial_config({**config, "fold": fold, "num_folds": num_folds}, f"job spec {spec.name}")
+        try:
+            open_dataset(trial)
+        except TextuneError as exc:
+            raise TextuneError(f"{label} does not fit the prepared dataset: {exc.message}", exc.hint) from exc
+
+
+def warm_start_points(spec: JobSpec) -> list[dict[str, Any]]:
+    """The configs of ``search.warm_start_from``'s best trials, each checked as a point to evaluate.
+
+    Raises a TextuneError naming ``search.warm_start_from[i].KEY`` (i = 0 for the best trial) when one lies
+    outside this spec's space or is refused by the trainer.
+    """
+    from tune_jobs.results import top_configs
+
+    source = spec.search.warm_start_from
+    if not source:
+        return []
+    points = top_configs(source, spec.search.warm_start_top_k, list(spec.space))
+    for index, point in enumerate(points):
+        try:
+            check_point(spec, point, f"search.warm_start_from[{index}]")
+        except TextuneError as exc:
+            raise TextuneError(f"{exc.message.rstrip('.')} (search.warm_start_from[{index}] is the config of "
+                               f"{source}'s best trial number {index + 1}).",
+                               "Warm-start from an experiment whose configs lie inside this space, or widen "
+                               "space: to hold them.") from exc
+    return points
+
+
+def _largest_block_size(spec: JobSpec, default: int) -> tuple[int, str]:
+    """The largest block size a trial can get and how to name it in a message."""
+    if "block_size" in spec.space:
+        dimension = spec.space["block_size"]
+        largest = max(dimension.produced_values())
+        return int(largest), f"space.block_size = {largest} ({dimension.kind} {dimension.values})"
+    if "block_size" in spec.model:
+        return int(spec.model["block_size"]), f"model.block_size = {spec.model['block_size']}"
+    return default, f"block_size = {default} (the trial default; set model.block_size)"
+
+
+def _values(spec: JobSpec, key: str) -> list[Any]:
+    """Every value of a trial key a spec gives: searched, fixed under model:, or None."""
+    if key in spec.space:
+        return spec.space[key].produced_values()
+    return [spec.model.get(key)]

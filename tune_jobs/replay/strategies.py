@@ -1,0 +1,102 @@
+"""The search strategies a replay compares, each as a variant of the recorded job spec.
+
+A strategy is a search algorithm and a scheduler written ``ALGORITHM+SCHEDULER`` (``hyperopt+asha``,
+``random+fifo``, ...), with ASHA's grace period and reduction factor. Its spec is the recorded spec with those
+keys replaced, the search space adapted to the table (``grid``: every recorded value of every hyperparameter;
+``random`` and ``hyperopt``: the recorded space, a grid dimension becoming a choice of its values), and the
+seed of the replay; a warm start is dropped (a replay reads no other experiment).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import get_args
+
+from textune.config import did_you_mean, validate
+from textune.errors import TextuneError
+from tune_jobs.replay.table import SEED_KEY, CurveTable
+from tune_jobs.results import CONFIG_PREFIX, plain_value
+from tune_jobs.space import Dimension, grid_size
+from tune_jobs.spec import JobSpec, SchedulerConfig, SearchConfig
+
+ALGORITHMS: tuple[str, ...] = get_args(SearchConfig.model_fields["algorithm"].annotation)
+SCHEDULERS: tuple[str, ...] = get_args(SchedulerConfig.model_fields["kind"].annotation)
+STRATEGIES = tuple(f"{a}+{s}" for a in ALGORITHMS for s in SCHEDULERS)
+# The benchmark's default set (docs/replay.md); textune's default is hyperopt+asha.
+DEFAULT_STRATEGIES = ("random+fifo", "grid+fifo", "random+asha", "hyperopt+fifo", "hyperopt+asha")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One way to search; ``grace_period_tokens`` and ``reduction_factor`` only matter for ASHA."""
+
+    algorithm: str
+    scheduler: str
+    grace_period_tokens: int | None = None
+    reduction_factor: float = 3.0
+
+    @property
+    def label(self) -> str:
+        name = f"{self.algorithm}+{self.scheduler}"
+        if self.scheduler == "asha":
+            name += f" (grace {self.grace_period_tokens}, rf {self.reduction_factor:g})"
+        return name
+
+    @property
+    def slug(self) -> str:
+        """The label as one plain directory name."""
+        name = f"{self.algorithm}-{self.scheduler}"
+        return name + (f"-g{self.grace_period_tokens}-rf{self.reduction_factor:g}" if self.scheduler == "asha" else "")
+
+
+def parse_strategies(names: list[str], spec: JobSpec, grace_periods: list[int], factors: list[float]) -> list[Strategy]:
+    """Strategies from ``ALGORITHM+SCHEDULER`` names; each ASHA strategy once per grace period and factor given
+    (default: the recorded spec's own values)."""
+    strategies = []
+    for name in names:
+        if name not in STRATEGIES:
+            raise TextuneError(f'--strategy "{name}" is not a strategy.{did_you_mean(name, STRATEGIES)} Strategies: '
+                               f"{', '.join(STRATEGIES)}.", "Give one of them per --strategy.")
+        algorithm, scheduler = name.split("+")
+        if scheduler == "fifo":
+            strategies.append(Strategy(algorithm, scheduler))
+            continue
+        for grace in grace_periods or [spec.grace_period_tokens]:
+            for factor in factors or [spec.scheduler.reduction_factor]:
+                strategies.append(Strategy(algorithm, scheduler, grace, factor))
+    return list(dict.fromkeys(strategies))
+
+
+def strategy_spec(table: CurveTable, strategy: Strategy, seed: int, trials: int) -> JobSpec:
+    """The job spec that runs ``strategy`` over the table's space with ``trials`` trials (a grid runs once)."""
+    spec = table.spec
+    # A replay's seed picks among a configuration's recorded seeds, so a searched seed is not searched again.
+    space = {name: _dimension(table, name, dimension, strategy.algorithm)
+             for name, dimension in spec.space.items() if name != SEED_KEY}
+    recorded = spec.model_dump(mode="json", exclude_none=True)
+    scheduler = {"kind": strategy.scheduler, "reduction_factor": strategy.reduction_factor}
+    if strategy.grace_period_tokens is not None:
+        scheduler["grace_period_tokens"] = strategy.grace_period_tokens
+    recorded.pop("max_concurrent_trials", None)  # the replay's workers limit the trials at once
+    data = {**recorded, "space": {name: d.model_dump(exclude_none=True) for name, d in space.items()},
+            "search": {**recorded["search"], "algorithm": strategy.algorithm, "warm_start_from": None},
+            "scheduler": scheduler, "seed": seed, "num_samples": 1 if strategy.algorithm == "grid" else trials}
+    # The spec's own checks (a grace period within the budget, a factor above 1, at most MAX_RUNGS rungs) hold
+    # for a replayed strategy too, and name the setting in one paragraph.
+    return validate(JobSpec, data, f"replayed strategy {strategy.label} (from --strategy, --grace-period-tokens, "
+                                   "--reduction-factor)")
+
+
+def _dimension(table: CurveTable, name: str, dimension: Dimension, algorithm: str) -> Dimension:
+    if algorithm == "grid":
+        column = CONFIG_PREFIX + name
+        values = sorted({plain_value(v) for v in table.curves[column].dropna()}) if column in table.curves else []
+        return Dimension(grid=values or dimension.values)
+    if dimension.kind == "grid":
+        return Dimension(choice=dimension.values)
+    return dimension
+
+
+def grid_points(table: CurveTable) -> int:
+    """How many configurations a grid over the table's recorded values crosses to."""
+    return grid_size(strategy_spec(table, Strategy("grid", "fifo"), 0, 1).space)
