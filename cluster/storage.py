@@ -43,7 +43,8 @@ class StorageOptions(StrictModel):
         None, description="protocol to the endpoint (default: the endpoint URL's, else https)")
     region: str | None = Field(None, description="bucket region (default: the SDK's own lookup)")
     anonymous: bool = Field(False, description="no credentials (public buckets)")
-    min_free_gb: float = Field(1.0, ge=0, description="free space a local storage path must have")
+    min_free_gb: float = Field(1.0, ge=0, allow_inf_nan=False,
+                                description="free space a local storage path must have, in GB")
 
 
 def open_storage(uri: str, options: StorageOptions | None = None) -> tuple[pafs.FileSystem, str]:

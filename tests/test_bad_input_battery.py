@@ -134,6 +134,8 @@ BAD_INPUTS = [
              ('"space.ignored_x"', "choice value [1, 2] is a list")),
     BadInput("spec-cpu-infinite", run("resources.cpu=.inf"), ('"resources.cpu" = inf', "finite number")),
     BadInput("spec-gpu-infinite", run("resources.gpu=.inf"), ('"resources.gpu" = inf', "finite number")),
+    BadInput("spec-min-free-infinite", run("storage_options.min_free_gb=.inf"),
+             ('"storage_options.min_free_gb" = inf', "finite number")),
     BadInput("spec-seed-negative", run("seed=-1"), ('"seed" = -1', "greater than or equal to 0")),
     BadInput("spec-seed-beyond-32-bits", run("seed=4294967296"), ('"seed" = 4294967296', "4294967295")),
     BadInput("spec-reduction-factor-near-1", run("scheduler.reduction_factor=1.0000001"),

@@ -114,9 +114,11 @@ def test_embedded_search_listens_on_loopback_only_and_keeps_its_token_private(tm
     home.mkdir()
     job = write_job(tmp_path / "job.yaml", tiny_job(tmp_path / "runs", num_samples=1))
     log = tmp_path / "run.log"
+    # A user who set no auth: variables an earlier test's cluster left in this process must not reach the run.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_AUTH_")}
     with open(log, "w") as output:
         process = subprocess.Popen(in_networked_namespace(*textune_command("run", str(job))), cwd=REPO_ROOT,
-                                   env={**os.environ, "HOME": str(home)}, stdout=output, stderr=subprocess.STDOUT,
+                                   env={**env, "HOME": str(home)}, stdout=output, stderr=subprocess.STDOUT,
                                    text=True, start_new_session=True)
     try:
         seen = watch_listening(process, timeout_s=200)
