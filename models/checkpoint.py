@@ -3,8 +3,10 @@
 A checkpoint is a directory holding ``state.pt`` (model, optimiser, RNG states, counters; loaded with
 ``torch.load(weights_only=True)`` so it can never run code), the tokenizer and ``meta.json`` (the token count,
 the full trial config, the SHA-256 of every other file, and the SHA-256 of its own content, which identifies
-the checkpoint). Standalone runs keep theirs under ``RUN_DIR/checkpoints/tokens_<N>/``
-with a ``latest`` file naming the newest; see docs/models.md.
+the checkpoint). An annealed evaluation's checkpoint also holds the cooled-down weights (``ANNEALED_MODEL`` in
+``state.pt``, described by ``meta.json``'s ``val_bpc`` and ``annealed``): the model to use at that token budget,
+while ``model`` stays the run's state to resume from. Standalone runs keep theirs under
+``RUN_DIR/checkpoints/tokens_<N>/`` with a ``latest`` file naming the newest; see docs/models.md.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ META_FILE = "meta.json"
 # 2: the checksum covers meta.json and the tokenizer too (1 covered state.pt only).
 FORMAT_VERSION = 2
 CHECKPOINTS_DIR = "checkpoints"
+ANNEALED_MODEL = "annealed_model"
 LATEST_FILE = "latest"
 
 

@@ -8,7 +8,7 @@ else. Every key is documented in docs/models.md.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pydantic
@@ -24,7 +24,7 @@ MAX_BLOCK, MAX_BATCH = 2**20, 2**20
 # Keys that may change when a run is resumed: they steer the run, not the shape of its state.
 RESUMABLE_CHANGES = frozenset({
     "max_tokens", "eval_every_tokens", "eval_max_blocks", "device", "compile", "num_threads", "tensorboard_dir",
-    "sample_tokens", "fault_at_tokens", "fault_every_attempt", "dataset_dir",
+    "sample_tokens", "fault_at_tokens", "fault_every_attempt", "dataset_dir", "anneal_at_tokens",
 })
 
 
@@ -58,7 +58,12 @@ class TrialConfig(StrictModel):
     beta2: float = pydantic.Field(0.99, ge=0, lt=1)
     weight_decay: float = pydantic.Field(0.1, ge=0)
     warmup_tokens: int = pydantic.Field(0, ge=0, le=MAX_TOKENS)
-    min_lr_ratio: float = pydantic.Field(0.1, ge=0, le=1)
+    min_lr_ratio: float = pydantic.Field(0.1, ge=0, le=1)  # cosine's floor, a share of lr
+    # wsd: warmup, constant lr, then a cooldown to 0 over the last cooldown_fraction of max_tokens (Hägele et al.
+    # 2024); the annealed evaluations at anneal_at_tokens cool a branch down for cooldown_fraction of the tokens.
+    lr_schedule: Literal["cosine", "wsd"] = "cosine"
+    cooldown_fraction: float = pydantic.Field(0.2, gt=0, lt=1)
+    cooldown_shape: Literal["linear", "1-sqrt"] = "1-sqrt"
     grad_clip: float = pydantic.Field(1.0, ge=0)
     batch_size: int = pydantic.Field(32, ge=1, le=MAX_BATCH)
     grad_accum: int = pydantic.Field(1, ge=1, le=MAX_BATCH)
@@ -67,6 +72,9 @@ class TrialConfig(StrictModel):
     eval_every_tokens: int = pydantic.Field(100_000, ge=1, le=MAX_TOKENS)
     eval_max_blocks: int | None = pydantic.Field(64, ge=1, le=2**31 - 1)
     sample_tokens: int = pydantic.Field(200, ge=0, le=MAX_BLOCK)
+    # Token counts (ASHA's rungs, derived by tune_jobs.spec) whose evaluation is of a model cooled down on a
+    # branch; used by wsd only, and only below max_tokens (a wsd run is cooled down at max_tokens anyway).
+    anneal_at_tokens: list[Annotated[int, pydantic.Field(ge=1, le=MAX_TOKENS)]] = pydantic.Field([], max_length=1000)
     # plumbing
     seed: int = pydantic.Field(1337, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -103,6 +111,29 @@ class TrialConfig(StrictModel):
             raise ValueError(f"fold must be below num_folds ({self.num_folds}), got {self.fold}")
         return self
 
+    @pydantic.model_validator(mode="after")
+    def _first_rung_before_the_cooldown(self) -> "TrialConfig":
+        # With the final cooldown reaching back over the first rung, every rung would see a model already cooling
+        # down and none the stable phase: the annealed evaluations, and wsd's point under ASHA, would be lost.
+        # A later rung inside the cooldown is fine: its branch starts from the decaying lr (docs/job-spec.md).
+        rungs = [tokens for tokens in self.anneal_at_tokens if tokens < self.max_tokens]
+        if self.lr_schedule != "wsd" or not rungs:
+            return self
+        first, stable_end = min(rungs), self.max_tokens - self.final_cooldown_tokens
+        if first > stable_end:
+            raise ValueError(
+                f"wsd's final cooldown (cooldown_fraction {self.cooldown_fraction} x max_tokens {self.max_tokens} "
+                f"= {self.final_cooldown_tokens} tokens, from {stable_end} on) is longer than the budget after the "
+                f"first rung at {first} tokens (anneal_at_tokens: ASHA's rungs, in a search), so no rung would see "
+                "the stable phase that annealed evaluations branch from; set cooldown_fraction to at most "
+                f"{(self.max_tokens - first) / self.max_tokens:.4g}, or lower scheduler.grace_period_tokens")
+        return self
+
+    @property
+    def final_cooldown_tokens(self) -> int:
+        """wsd: the tokens of the final cooldown, the last ``cooldown_fraction`` of max_tokens (at least 1)."""
+        return max(1, round(self.cooldown_fraction * self.max_tokens))
+
     @property
     def d_model(self) -> int:
         """Width of the Transformer: a product of two sampled knobs, so no sampled config is invalid."""
@@ -116,7 +147,7 @@ class TrialConfig(StrictModel):
     def hyperparameters(self) -> dict[str, Any]:
         """The keys that define the model and its training (for TensorBoard's HParams), without plumbing."""
         plumbing = {"dataset_dir", "device", "compile", "num_threads", "tensorboard_dir", "fault_at_tokens",
-                    "fault_every_attempt", "sample_tokens", "eval_max_blocks"}
+                    "fault_every_attempt", "sample_tokens", "eval_max_blocks", "anneal_at_tokens"}
         return {k: v for k, v in self.model_dump().items() if k not in plumbing and v is not None}
 
 

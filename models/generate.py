@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from models.checkpoint import load_checkpoint
+from models.checkpoint import ANNEALED_MODEL, load_checkpoint
 from models.config import TrialConfig, parse_trial_config
 from models.families import build_model
 from textune.errors import TextuneError
@@ -141,7 +141,7 @@ def load_model(checkpoint_dir: str | Path, device: torch.device) -> LoadedModel:
     state, meta = load_checkpoint(checkpoint_dir, map_location=device)
     config = parse_trial_config(meta["config"], where=f"config stored in checkpoint {checkpoint_dir}")
     model = build_model(config, meta["vocab_size"]).to(device)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state.get(ANNEALED_MODEL, state["model"]))  # a rung's cooled-down model, if any
     return LoadedModel(model.eval(), config, load_tokenizer(Path(checkpoint_dir), meta["tokenizer_kind"]), meta)
 
 

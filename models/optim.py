@@ -1,4 +1,5 @@
-"""Optimisers and the learning-rate schedule (linear warmup, then cosine decay to a floor)."""
+"""Optimisers and the learning-rate schedules: linear warmup, then cosine decay to a floor (``cosine``), or a
+constant lr and a cooldown to 0 over the last ``cooldown_fraction`` of the budget (``wsd``, warmup-stable-decay)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,24 @@ def lr_at(tokens: int, config: TrialConfig) -> float:
     """Learning rate after ``tokens`` training tokens: a pure function of tokens, so resume needs no state."""
     if tokens < config.warmup_tokens:
         return config.lr * (tokens + config.tokens_per_step) / (config.warmup_tokens + config.tokens_per_step)
+    if config.lr_schedule == "wsd":
+        cooldown = config.final_cooldown_tokens
+        into_cooldown = tokens - (config.max_tokens - cooldown)
+        return config.lr * cooldown_factor(max(0, into_cooldown) / cooldown, config.cooldown_shape)
     floor = config.lr * config.min_lr_ratio
     decay_span = max(1, config.max_tokens - config.warmup_tokens)
     progress = min(1.0, (tokens - config.warmup_tokens) / decay_span)
     return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - floor)
+
+
+def cooldown_factor(progress: float, shape: str) -> float:
+    """The share of the lr left ``progress`` (0 to 1, clipped) through a cooldown: 1 at its start, 0 at its end.
+
+    ``linear`` falls in a straight line; ``1-sqrt`` (1 - sqrt(progress)) falls fast at first and then slowly,
+    which Hägele et al. 2024 found to beat linear at the same cooldown length.
+    """
+    progress = min(1.0, max(0.0, progress))
+    return 1.0 - progress if shape == "linear" else 1.0 - math.sqrt(progress)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

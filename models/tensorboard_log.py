@@ -30,7 +30,7 @@ SCALAR_TAGS = {
     "train_loss": "loss/train", "val_loss": "loss/val",
     "train_ppl": "ppl/train", "val_ppl": "ppl/val",
     "train_bpc": "bpc/train", "val_bpc": "bpc/val", "best_val_bpc": "bpc/best_val",
-    "floor_gap": "bpc/floor_gap",
+    "floor_gap": "bpc/floor_gap", "stable_val_bpc": "bpc/stable_val",  # the latter at annealed evaluations only
     "lr": "optim/lr", "tokens_per_s": "throughput/tokens_per_s", "flops": "throughput/flops",
 }
 

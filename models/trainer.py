@@ -2,16 +2,18 @@
 
 The trainer counts training tokens (the budget unit), not steps. Everything random draws from generators it
 saves and restores (torch, NumPy, Python and the data sampler's own NumPy Generator), so a run resumed from a
-checkpoint on CPU continues bit for bit as if it had never stopped.
+checkpoint on CPU continues bit for bit as if it had never stopped. The same state makes a branch exact: a
+cooldown run on a :meth:`Trainer.branch` (an annealed evaluation) leaves the run as if it had never happened.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import random
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 
 from models.config import TrialConfig
 from models.families import build_model
-from models.optim import build_optimizer, lr_at, set_lr
+from models.optim import build_optimizer, cooldown_factor, lr_at, set_lr
 from textune.errors import TextuneError
 
 
@@ -59,6 +61,8 @@ class Trainer:
         self.sampler = np.random.default_rng(config.seed)
         self.tokens = 0
         self.step = 0
+        # Tokens trained on cooldown branches: they cost compute but are not progress (tokens stays ASHA's clock).
+        self.cooldown_tokens = 0
         self.best_val_bpc = math.inf
         if device.type == "cuda":
             # TF32 matmuls and bf16 autocast: the tensor-core paths, at no cost to the loss at these scales.
@@ -87,11 +91,13 @@ class Trainer:
             logits = self.forward(x)  # (B, T, V)
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
 
-    def train_until(self, target_tokens: int, on_step: Callable[[int], None]) -> tuple[float, float]:
+    def train_until(self, target_tokens: int, on_step: Callable[[int], None],
+                    lr_of: Callable[[int], float] | None = None) -> tuple[float, float]:
         """Optimiser steps until exactly ``target_tokens``; (mean train loss over them, seconds spent).
 
         Steps are whole (``tokens_per_step``) except the last, which is shortened when a whole one would pass
-        the target: budgets and evaluation points are met exactly, never overrun.
+        the target: budgets and evaluation points are met exactly, never overrun. Each step's lr is
+        ``lr_of(tokens)`` (default: the config's schedule).
         """
         config = self.config
         self.model.train()
@@ -101,8 +107,7 @@ class Trainer:
         loss_sum, micro_batches = torch.zeros((), device=self.device), 0
         started = time.perf_counter()
         while self.tokens < target_tokens:
-            lr = lr_at(self.tokens, config)
-            set_lr(self.optimizer, lr)
+            set_lr(self.optimizer, lr_of(self.tokens) if lr_of is not None else lr_at(self.tokens, config))
             step_tokens = min(config.tokens_per_step, target_tokens - self.tokens)
             if step_tokens < config.tokens_per_step:
                 loss_sum += self._short_step(step_tokens)
@@ -147,6 +152,24 @@ class Trainer:
             total += summed.detach()
         return total / step_tokens
 
+    @contextlib.contextmanager
+    def branch(self) -> Iterator[None]:
+        """Run the body on a branch: afterwards the weights, optimiser, counters and every RNG are exactly as
+        before it (a copy of :meth:`state_dict`, the state a checkpoint holds, is loaded back, even on error)."""
+        saved = copy.deepcopy(self.state_dict())
+        try:
+            yield
+        finally:
+            self.load_state_dict(saved)
+
+    def cool_down(self, tokens: int) -> tuple[float, float]:
+        """Train ``tokens`` more tokens with the lr falling from its value now to 0 by ``cooldown_shape``;
+        (mean train loss, seconds), as :meth:`train_until`. Meant for a :meth:`branch`."""
+        start, start_lr = self.tokens, lr_at(self.tokens, self.config)
+        shape = self.config.cooldown_shape
+        return self.train_until(start + tokens, lambda _: None,
+                                lambda now: start_lr * cooldown_factor((now - start) / tokens, shape))
+
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> float:
         """Mean loss (nats/token) over the dataset's fixed evaluation blocks of ``split``."""
@@ -176,12 +199,14 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng,
-                "tokens": self.tokens, "step": self.step, "best_val_bpc": self.best_val_bpc}
+                "tokens": self.tokens, "step": self.step, "best_val_bpc": self.best_val_bpc,
+                "cooldown_tokens": self.cooldown_tokens}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.tokens, self.step, self.best_val_bpc = state["tokens"], state["step"], state["best_val_bpc"]
+        self.cooldown_tokens = state.get("cooldown_tokens", 0)  # absent from checkpoints of older versions
         rng = state["rng"]
         torch.set_rng_state(rng["torch"].cpu())
         random.setstate(rng["python"])

@@ -3,10 +3,16 @@
 ``run_trial`` runs standalone (``textune train``, with models.run_dir.RunDirReporter) and inside Ray Tune (the
 tuning package wraps ``ray.tune.report``) alike. At each evaluation it writes a checkpoint into a fresh temporary
 directory, hands it to ``reporter.report`` (which must copy it before returning) and deletes it afterwards.
+
+Annealed evaluations (``lr_schedule: wsd`` with ``anneal_at_tokens``, ASHA's rungs): the first evaluation at or
+past a rung below max_tokens cools a branch of the run down for ``cooldown_fraction`` of the tokens so far,
+reports that cooled model's metrics (and the stable model's as ``stable_val_bpc``), saves its weights in the
+checkpoint beside the run's state, and continues the run from the state before the branch, bit for bit.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import shutil
 import tempfile
@@ -17,7 +23,7 @@ from typing import Any, Protocol
 import torch
 
 from data_pipeline.tokenization import printable
-from models.checkpoint import load_checkpoint, read_meta, write_checkpoint
+from models.checkpoint import ANNEALED_MODEL, load_checkpoint, read_meta, write_checkpoint
 from models.config import RESUMABLE_CHANGES, TrialConfig, parse_trial_config
 from models.generate import generate
 from models.metrics import bits_per_char, flops_per_token, perplexity
@@ -33,6 +39,17 @@ class Reporter(Protocol):
     """
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
+
+
+@dataclass
+class Annealed:
+    """An annealed evaluation: the cooldown branch's length, the cooled model's val loss (nats/token), its
+    weights and its sample text."""
+
+    cooldown_tokens: int
+    val_loss: float
+    weights: dict[str, torch.Tensor]
+    sample: str
 
 
 @dataclass
@@ -66,7 +83,9 @@ def open_dataset(config: TrialConfig) -> Any:
 def check_resumable(config: TrialConfig, saved: dict[str, Any], checkpoint_dir: str) -> None:
     """Refuse to resume with a config that changes what the checkpoint's state means."""
     current = config.model_dump()
-    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+    # A key the checkpoint's version did not know yet held its default there.
+    saved = {key: saved.get(key, field.default) for key, field in TrialConfig.model_fields.items()}
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved[k] != current[k])
     if changed:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
         raise TextuneError(f"cannot resume from {checkpoint_dir}: the config changes {shown}.",
@@ -100,6 +119,9 @@ class _TrialLoop:
         self.flops_per_token = flops_per_token(cfg, trainer.model)
         self.num_params = sum(p.numel() for p in trainer.model.parameters())
         self.last_metrics: dict[str, Any] = {}
+        # A wsd run has cooled down at max_tokens anyway: no branch there.
+        wsd = cfg.lr_schedule == "wsd"
+        self.anneal_at = [tokens for tokens in cfg.anneal_at_tokens if wsd and tokens < cfg.max_tokens]
         self.tensorboard = None
         if cfg.tensorboard_dir is not None:
             from models.tensorboard_log import TensorBoardLog
@@ -128,6 +150,10 @@ class _TrialLoop:
                 val_loss = trainer.evaluate("val")
                 if not math.isfinite(val_loss):
                     raise Diverged(f"validation loss became {val_loss}")
+                # One branch for every rung passed in this interval: a rung between evaluations is judged (by
+                # ASHA too) at the first evaluation past it.
+                annealed = (self._anneal() if any(interval_start < t <= trainer.tokens for t in self.anneal_at)
+                            else None)
             except Diverged:
                 self._report_failure("diverged")
                 return "diverged"
@@ -135,8 +161,22 @@ class _TrialLoop:
                 self._report_failure("oom")
                 return "oom"
             status = "completed" if trainer.tokens >= cfg.max_tokens else "running"
-            self._report_evaluation(train_loss, val_loss, (trainer.tokens - interval_start) / seconds, status)
+            self._report_evaluation(train_loss, val_loss, (trainer.tokens - interval_start) / seconds, status,
+                                    annealed)
         return status
+
+    def _anneal(self) -> Annealed:
+        """Cool a branch down for cooldown_fraction of the tokens so far, evaluate it, and restore the run."""
+        trainer = self.trainer
+        cooldown = max(1, round(self.cfg.cooldown_fraction * trainer.tokens))
+        with trainer.branch():
+            trainer.cool_down(cooldown)
+            val_loss = trainer.evaluate("val")
+            if not math.isfinite(val_loss):
+                raise Diverged(f"validation loss of the cooled-down branch became {val_loss}")
+            annealed = Annealed(cooldown, val_loss, copy.deepcopy(trainer.model.state_dict()), self._sample_text())
+        trainer.cooldown_tokens += cooldown  # after the branch, whose restore would undo it
+        return annealed
 
     def _on_step(self, tokens: int, next_eval: int) -> None:
         if self.fault_at is not None and tokens >= self.fault_at:
@@ -148,8 +188,14 @@ class _TrialLoop:
     def _bpc(self, nats_per_token: float, split: str) -> float:
         return bits_per_char(nats_per_token, self.dataset.chars_per_token(split))
 
-    def _report_evaluation(self, train_loss: float, val_loss: float, tokens_per_s: float, status: str) -> None:
+    def _report_evaluation(self, train_loss: float, val_loss: float, tokens_per_s: float, status: str,
+                           annealed: Annealed | None = None) -> None:
+        """Report an evaluation with its checkpoint; an annealed one reports the cooled model's val metrics
+        (``val_loss`` is then the stable model's, reported as ``stable_val_bpc``)."""
         trainer, cfg = self.trainer, self.cfg
+        stable_val_bpc = self._bpc(val_loss, "val")
+        if annealed is not None:
+            val_loss = annealed.val_loss
         val_bpc = self._bpc(val_loss, "val")
         trainer.best_val_bpc = min(trainer.best_val_bpc, val_bpc)
         metrics: dict[str, Any] = {
@@ -159,15 +205,19 @@ class _TrialLoop:
             "best_val_bpc": trainer.best_val_bpc,
             "lr": trainer.optimizer.param_groups[0]["lr"],
             "tokens_per_s": tokens_per_s,
-            "flops": self.flops_per_token * trainer.tokens,
+            # Cost counts the cooldown branches' tokens; progress (tokens, ASHA's clock) does not.
+            "cooldown_tokens": trainer.cooldown_tokens,
+            "flops": self.flops_per_token * (trainer.tokens + trainer.cooldown_tokens),
             "num_params": self.num_params,
         }
+        if annealed is not None:
+            metrics["stable_val_bpc"] = stable_val_bpc
         floor = self.dataset.entropy_floor
         if floor is not None:
             metrics["floor_bpc"] = floor.bits_per_char
             metrics["floor_gap"] = val_bpc - floor.bits_per_char
             metrics["floor_gap_rel"] = metrics["floor_gap"] / floor.bits_per_char
-        sample = self._sample_text()
+        sample = annealed.sample if annealed is not None else self._sample_text()
         if self.tensorboard is not None:
             self.tensorboard.scalars(metrics, trainer.tokens)
             self.tensorboard.text(sample, trainer.tokens)
@@ -176,9 +226,15 @@ class _TrialLoop:
             # The tokenizer travels with the weights, so generation needs no dataset; saved first, so the
             # checkpoint's checksums cover it.
             self.dataset.tokenizer.save(checkpoint_dir)
-            write_checkpoint(checkpoint_dir, trainer.state_dict(),
+            # An annealed checkpoint holds the run's state (to resume the stable phase) and the cooled weights
+            # (the model to use at this budget, the one val_bpc describes).
+            state, meta = trainer.state_dict(), {}
+            if annealed is not None:
+                state[ANNEALED_MODEL] = annealed.weights
+                meta["annealed"] = {"cooldown_tokens": annealed.cooldown_tokens, "stable_val_bpc": stable_val_bpc}
+            write_checkpoint(checkpoint_dir, state,
                              {"tokens": trainer.tokens, "step": trainer.step, "val_bpc": val_bpc,
-                              "vocab_size": trainer.vocab_size,
+                              "vocab_size": trainer.vocab_size, **meta,
                               "tokenizer_kind": self.dataset.manifest.tokenizer.kind, "config": cfg.model_dump()})
             self._report(metrics, str(checkpoint_dir))
         finally:
@@ -189,7 +245,8 @@ class _TrialLoop:
         metrics = {"tokens": self.trainer.tokens, "step": self.trainer.step, "status": status,
                    "val_loss": math.inf, "val_ppl": math.inf, "val_bpc": math.inf,
                    "best_val_bpc": self.trainer.best_val_bpc,
-                   "lr": self.trainer.optimizer.param_groups[0]["lr"], "num_params": self.num_params}
+                   "lr": self.trainer.optimizer.param_groups[0]["lr"], "num_params": self.num_params,
+                   "cooldown_tokens": self.trainer.cooldown_tokens}
         self._report(metrics, None)
 
     def _report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:

@@ -210,7 +210,8 @@ def test_cost_columns_in_export_and_best(finished_experiment: Path, tmp_path: Pa
 ])
 def test_device_hours_count_the_devices_a_trial_held(resources: dict[str, float], kind: str, hours: float) -> None:
     cost = trial_cost({"tokens": 10, "flops": 5.0, "time_total_s": 7200.0}, Resources(**resources))
-    assert cost == {"tokens": 10, "flops": 5.0, "wall_time_s": 7200.0, "device_kind": kind, "device_hours": hours}
+    assert cost == {"tokens": 10, "cooldown_tokens": 0, "flops": 5.0, "wall_time_s": 7200.0, "device_kind": kind,
+                    "device_hours": hours}
 
 
 @pytest.mark.parametrize("arguments, fragments", [

@@ -204,6 +204,12 @@ BAD_INPUTS = [
     BadInput("storage-question-mark", run("storage={storage}/a?b"), ('may not hold "?"', 'no "?"')),
     BadInput("storage-file-uri-with-a-host", run("storage=file://textune-s6-host/runs"),
              ('"textune-s6-host" is read as a host name', "file:///textune-s6-host/runs/fresh")),
+    # S10 (rung-aware TPE): bohb models ASHA's rungs, so it needs ASHA, and TPE takes no grid dimensions.
+    BadInput("spec-bohb-without-rungs", run("search.algorithm=bohb", "scheduler.kind=fifo"),
+             (SPEC, "search.algorithm bohb models the results at each ASHA rung", "scheduler.kind fifo has no rungs",
+              "set scheduler.kind to asha")),
+    BadInput("space-grid-under-bohb", run("search.algorithm=bohb", "space.batch_size={{grid: [8, 16]}}"),
+             (SPEC, "bohb cannot search grid dimensions (batch_size)", "choice: [...]")),
     # S3 (experiment lifecycle and resume): a run that fails after creating its experiment removes it and the
     # storage directories it made; `run --resume` with a spec that differs from the saved one is refused.
     BadInput("storage-made-by-a-failed-run", run("storage={storage}/new/deeper", "data.source={tmp}/nowhere.txt"),
@@ -212,6 +218,16 @@ BAD_INPUTS = [
              ("run", "{quickstart}", "--set=storage={storage}", "--name", "{name}", "--resume", "--set=num_samples=3"),
              ("run --resume: the job spec differs from the one {experiment} was started with",
               "num_samples (saved 8, given 3)", "--name NEW_NAME")),
+    # S11 (wsd and annealed rung evaluations): cooldown_fraction lies in (0, 1); wsd's final cooldown may not reach
+    # back over ASHA's first rung; the rungs to anneal at are derived, never set.
+    BadInput("spec-cooldown-fraction-one", run("model.cooldown_fraction=1"),
+             (SPEC, '"cooldown_fraction" = 1 is invalid', "less than 1")),
+    BadInput("spec-cooldown-fraction-negative", run("model.cooldown_fraction=-0.1"),
+             (SPEC, '"cooldown_fraction" = -0.1 is invalid', "greater than 0")),
+    BadInput("spec-wsd-cooldown-over-the-first-rung", run("model.lr_schedule=wsd", "model.cooldown_fraction=0.95"),
+             (SPEC, "wsd's final cooldown", "first rung at 50000 tokens", "at most 0.9375")),
+    BadInput("spec-anneal-rungs-set-by-hand", run("model.anneal_at_tokens=[1000]"),
+             ("anneal_at_tokens cannot be set under model:", "ASHA's rungs")),
 ]
 
 

@@ -134,7 +134,8 @@ def best_summary(trials: pd.DataFrame, spec: JobSpec) -> dict[str, object]:
         "metric": spec.metric, "best_metric": float(best["best_metric"]),
         "best_val_bpc": float(best["best_val_bpc"]), "best_val_ppl": float(best["best_val_ppl"]),
         "tokens": int(best["tokens"]), "checkpoint": best["checkpoint"],
-        "cost": {key: plain_value(best[key]) for key in COST_COLUMNS},
+        # Tables of experiments from before annealed evaluations lack cooldown_tokens (they had none).
+        "cost": {key: plain_value(best[key]) for key in COST_COLUMNS if key in best.index},
         "experiment_cost": experiment_cost(trials),
     }
     floor_bpc = float(best["floor_bpc"])

@@ -29,7 +29,7 @@ from tune_jobs.space import Dimension, base_sample, grid_size, trainer_params, v
 
 # Trial settings the spec derives from its own sections (budget:, seed:, resources:) or sets per trial.
 DERIVED_TRIAL_KEYS = frozenset({"dataset_dir", "max_tokens", "eval_every_tokens", "seed", "num_threads",
-                                "tensorboard_dir"})
+                                "tensorboard_dir", "anneal_at_tokens"})
 # Derived keys that space: may still search: a grid of seeds repeats every configuration (textune confirm).
 SEARCHABLE_DERIVED_KEYS = frozenset({"seed"})
 
@@ -48,6 +48,9 @@ MAX_KEPT_CHECKPOINTS = 1000
 # ASHA with more rungs than this has a reduction_factor too close to 1: at 1.0000001 Ray builds millions of
 # rungs, takes minutes to set up and never stops a trial.
 MAX_RUNGS = 20
+# Search algorithms that fit TPE (HyperOpt's, which takes no grid dimensions), and those that model ASHA's rungs.
+TPE_ALGORITHMS = frozenset({"hyperopt", "bohb"})
+RUNG_ALGORITHMS = frozenset({"bohb"})
 # Without budget.eval_every_tokens, a trial evaluates this many times (the shipped specs' rhythm).
 DEFAULT_EVALUATIONS = 16
 
@@ -79,8 +82,9 @@ class Budget(SpecModel):
 class SearchConfig(SpecModel):
     """Which algorithm proposes configurations."""
 
-    algorithm: Literal["hyperopt", "random", "grid"] = "hyperopt"
-    # hyperopt only: random proposals before TPE starts modelling the results.
+    # bohb: TPE per ASHA rung (tune_jobs.bohb); it needs scheduler.kind asha.
+    algorithm: Literal["hyperopt", "random", "grid", "bohb"] = "hyperopt"
+    # hyperopt only: random proposals before TPE starts modelling the results (bohb: d + 1 per rung).
     n_initial_points: int = Field(5, ge=1, le=MAX_SAMPLES)
     # Configurations to try first (hyperopt: as TPE's first points; random/grid: ahead of the samples).
     points_to_evaluate: list[dict[str, Any]] = []
@@ -158,8 +162,8 @@ class JobSpec(SpecModel):
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> "JobSpec":
         # Every rule across keys is checked and all that fail are reported together: one run to fix them all.
-        problems = [problem for check in (self._derived_keys, self._grids, self._budget_fits, self._rungs)
-                    for problem in check()]
+        problems = [problem for check in (self._derived_keys, self._grids, self._budget_fits, self._rungs,
+                                          self._rung_model) for problem in check()]
         if len(problems) == 1:
             raise ValueError(problems[0])
         if problems:
@@ -172,8 +176,8 @@ class JobSpec(SpecModel):
         derived = sorted(DERIVED_TRIAL_KEYS & (set(self.model) | (set(self.space) - SEARCHABLE_DERIVED_KEYS)))
         if derived:
             problems.append(f"{', '.join(derived)} cannot be set under model: or space:; textune derives it "
-                            "(budget.max_tokens, budget.eval_every_tokens, seed, resources.cpu, the dataset; "
-                            "only seed may be searched under space:)")
+                            "(budget.max_tokens, budget.eval_every_tokens, seed, resources.cpu, the dataset, "
+                            "ASHA's rungs; only seed may be searched under space:)")
         both = sorted(set(self.model) & set(self.space))
         if both:
             problems.append(f"{', '.join(both)}: fixed under model: and searched under space:; keep one")
@@ -182,9 +186,9 @@ class JobSpec(SpecModel):
     def _grids(self) -> list[str]:
         problems = []
         grids = [name for name, d in self.space.items() if d.kind == "grid"]
-        if self.search.algorithm == "hyperopt" and grids:
-            problems.append(f"hyperopt cannot search grid dimensions ({', '.join(grids)}); write them as "
-                            "choice: [...] or set search.algorithm to grid or random")
+        if self.search.algorithm in TPE_ALGORITHMS and grids:
+            problems.append(f"{self.search.algorithm} cannot search grid dimensions ({', '.join(grids)}); write "
+                            "them as choice: [...] or set search.algorithm to grid or random")
         if self.search.algorithm == "grid" and len(grids) != len(self.space):
             others = sorted(set(self.space) - set(grids))
             problems.append(f"search.algorithm grid enumerates grid dimensions only, but {', '.join(others)} "
@@ -202,6 +206,13 @@ class JobSpec(SpecModel):
                             "same training seed, identically: every dimension is a grid, so nothing is sampled. "
                             f"Set num_samples to {fits}{seeds}")
         return problems
+
+    def _rung_model(self) -> list[str]:
+        if self.search.algorithm in RUNG_ALGORITHMS and self.scheduler.kind != "asha":
+            return [f"search.algorithm {self.search.algorithm} models the results at each ASHA rung, but "
+                    f"scheduler.kind {self.scheduler.kind} has no rungs to model; set scheduler.kind to asha, or "
+                    "search.algorithm to hyperopt"]
+        return []
 
     def _budget_fits(self) -> list[str]:
         problems = []
@@ -235,6 +246,14 @@ class JobSpec(SpecModel):
         return self.scheduler.grace_period_tokens or self.budget.eval_every_tokens
 
     @property
+    def rung_milestones(self) -> list[float]:
+        """ASHA's rungs in training tokens, lowest first, as Ray's single bracket places them (empty for FIFO)."""
+        if self.scheduler.kind == "fifo":
+            return []
+        grace, factor = self.grace_period_tokens, self.scheduler.reduction_factor
+        return [grace * factor**k for k in range(self.rung_count)]
+
+    @property
     def rung_count(self) -> int:
         """ASHA's rungs from grace_period_tokens up to max_tokens, as Ray's single bracket counts them."""
         ratio = self.budget.max_tokens / self.grace_period_tokens
@@ -265,9 +284,19 @@ def load_saved_spec(experiment: Experiment) -> JobSpec:
     return validate(JobSpec, data, where)
 
 
+def may_use_wsd(spec: JobSpec) -> bool:
+    """Whether a trial of ``spec`` can train with ``lr_schedule: wsd`` (fixed under model: or a searched value)."""
+    searched = spec.space.get("lr_schedule")
+    return spec.model.get("lr_schedule") == "wsd" or (
+        searched is not None and searched.kind in ("choice", "grid") and "wsd" in searched.values)
+
+
 def fixed_trial_params(spec: JobSpec, dataset_dir: str) -> dict[str, Any]:
-    """What every trial shares: the dataset, the fixed model params, the budget, the seed and the CPU threads."""
+    """What every trial shares: the dataset, the fixed model params, the budget, the seed and the CPU threads;
+    and, where trials may use wsd under ASHA, the rungs below max_tokens to evaluate annealed at."""
+    rungs = [math.ceil(t) for t in spec.rung_milestones if t < spec.budget.max_tokens] if may_use_wsd(spec) else []
     return {
+        **({"anneal_at_tokens": rungs} if rungs else {}),
         **spec.model,
         "dataset_dir": dataset_dir,
         "max_tokens": spec.budget.max_tokens,

@@ -3,7 +3,7 @@
 A strategy is a search algorithm and a scheduler written ``ALGORITHM+SCHEDULER`` (``hyperopt+asha``,
 ``random+fifo``, ...), with ASHA's grace period and reduction factor. Its spec is the recorded spec with those
 keys replaced, the search space adapted to the table (``grid``: every recorded value of every hyperparameter;
-``random`` and ``hyperopt``: the recorded space, a grid dimension becoming a choice of its values), and the
+``random``, ``hyperopt`` and ``bohb``: the recorded space, a grid dimension becoming a choice of its values), and the
 seed of the replay; a warm start is dropped (a replay reads no other experiment).
 """
 
@@ -17,11 +17,13 @@ from textune.errors import TextuneError
 from tune_jobs.replay.table import SEED_KEY, CurveTable
 from tune_jobs.results import CONFIG_PREFIX, plain_value
 from tune_jobs.space import Dimension, grid_size
-from tune_jobs.spec import JobSpec, SchedulerConfig, SearchConfig
+from tune_jobs.spec import RUNG_ALGORITHMS, JobSpec, SchedulerConfig, SearchConfig
 
 ALGORITHMS: tuple[str, ...] = get_args(SearchConfig.model_fields["algorithm"].annotation)
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerConfig.model_fields["kind"].annotation)
-STRATEGIES = tuple(f"{a}+{s}" for a in ALGORITHMS for s in SCHEDULERS)
+# Every pair the spec allows: bohb models ASHA's rungs, so it has no FIFO strategy.
+STRATEGIES = tuple(f"{a}+{s}" for a in ALGORITHMS for s in SCHEDULERS
+                   if not (a in RUNG_ALGORITHMS and s != "asha"))
 # The benchmark's default set (docs/replay.md); textune's default is hyperopt+asha.
 DEFAULT_STRATEGIES = ("random+fifo", "grid+fifo", "random+asha", "hyperopt+fifo", "hyperopt+asha")
 
@@ -80,7 +82,9 @@ def strategy_spec(table: CurveTable, strategy: Strategy, seed: int, trials: int)
     recorded.pop("max_concurrent_trials", None)  # the replay's workers limit the trials at once
     data = {**recorded, "space": {name: d.model_dump(exclude_none=True) for name, d in space.items()},
             "search": {**recorded["search"], "algorithm": strategy.algorithm, "warm_start_from": None},
-            "scheduler": scheduler, "seed": seed, "num_samples": 1 if strategy.algorithm == "grid" else trials}
+            "scheduler": scheduler, "seed": seed,
+            # A grid runs once after the points to evaluate, each of which counts as a sample.
+            "num_samples": 1 + len(spec.search.points_to_evaluate) if strategy.algorithm == "grid" else trials}
     # The spec's own checks (a grace period within the budget, a factor above 1, at most MAX_RUNGS rungs) hold
     # for a replayed strategy too, and name the setting in one paragraph.
     return validate(JobSpec, data, f"replayed strategy {strategy.label} (from --strategy, --grace-period-tokens, "
