@@ -12,6 +12,7 @@ so ``textune generate`` prints a long sample while it is being written.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,6 +24,8 @@ from models.checkpoint import ANNEALED_MODEL, load_checkpoint
 from models.config import TrialConfig, parse_trial_config
 from models.families import build_model
 from textune.errors import TextuneError
+
+logger = logging.getLogger(__name__)
 
 
 def next_token(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
@@ -150,4 +153,11 @@ def encode_prompt(tokenizer: Any, prompt: str, device: torch.device) -> torch.Te
     ids = tokenizer.encode(prompt)
     if not ids:
         raise TextuneError("--prompt encodes to no tokens.", 'Give at least one character, e.g. --prompt "\\n".')
+    # A character the tokenizer never saw becomes its unknown token, which the model has never learnt to
+    # continue: say so, rather than let the sample look like a broken model.
+    decoded = tokenizer.decode(ids)
+    unseen = sorted({char for char in prompt if char not in decoded})
+    if unseen:
+        logger.warning("the prompt holds characters this model's tokenizer never saw in training (%s); they "
+                       "become its unknown token and the sample may be garbled", " ".join(map(repr, unseen)))
     return torch.tensor([ids], dtype=torch.long, device=device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -117,11 +118,18 @@ def test_tensorboard_on_a_busy_port_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(240)
 def test_sigterm_to_textune_tensorboard_stops_the_server_too(tmp_path: Path) -> None:
-    experiment, port = _fake_experiment(tmp_path), _free_port()
-    command = [sys.executable, "-m", "tune_jobs.cli.main", "tensorboard", str(experiment), "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
+    # --port 0: the address textune prints is the one TensorBoard serves.
+    experiment, log = _fake_experiment(tmp_path), tmp_path / "tensorboard.log"
+    command = [sys.executable, "-m", "tune_jobs.cli.main", "tensorboard", str(experiment), "--port", "0"]
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO_ROOT)
     try:
         deadline = time.monotonic() + 180  # TensorBoard takes seconds to import on a busy machine
+        while not (printed := re.search(r"at http://127\.0\.0\.1:(\d+)/", log.read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        port = int(printed.group(1))
+        assert port != 0
         while not _serving(port):
             assert process.poll() is None and time.monotonic() < deadline, "TensorBoard did not start"
             time.sleep(0.5)

@@ -74,6 +74,13 @@ def test_generate_is_deterministic_under_a_seed_and_reports_diversity(trained_ru
     assert "distinct-1" in first.stderr and "distinct-2" in first.stderr
 
 
+def test_generate_warns_of_prompt_characters_the_tokenizer_never_saw(trained_run: tuple[Path, Path]) -> None:
+    _, run_dir = trained_run
+    result = run_textune("generate", str(run_dir), "--prompt", "a\u00a7b", "--max-new-tokens", "3")
+    assert result.returncode == 0, result.stderr
+    assert "never saw in training ('\u00a7')" in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize(("args", "fragments"), [
     (["train", "{config}", "--run-dir", "{tmp}/new", "--set", "n_layer=3"], ['unknown key "n_layer"', "n_layers"]),
     (["train", "{config}", "--run-dir", "{tmp}/new", "--set", "lr=-1"], ['"lr" = -1']),

@@ -219,24 +219,25 @@ def tensorboard(experiment_dir: str, port: int) -> None:
     from tune_jobs.experiment import open_experiment
 
     logdir = open_experiment(experiment_dir).local_path()
-    _check_port_free(port)
+    port = _free_port(port)
     click.echo(f"TensorBoard for {logdir} at http://127.0.0.1:{port}/ (Ctrl-C stops it)", err=True)
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
                "--port", str(port)]
     raise click.exceptions.Exit(_serve_until_stopped(command))
 
 
-def _check_port_free(port: int) -> None:
+def _free_port(port: int) -> int:
+    """``port`` if 127.0.0.1 can bind it, else a TextuneError; for 0, a free port the kernel picks (chosen here,
+    so the address printed is the one TensorBoard serves)."""
     import socket
 
-    if port == 0:
-        return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
             raise TextuneError(f"--port {port}: 127.0.0.1:{port} is in use ({exc.strerror}).",
                                "Choose another --port (0 picks a free one), or stop what serves there.") from exc
+        return int(probe.getsockname()[1])
 
 
 class _Stopped(Exception):
