@@ -8,6 +8,9 @@ GPUs) that the node-loss test adds and kills one of.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -148,17 +151,72 @@ def test_a_restored_trial_falls_back_from_a_damaged_checkpoint(
 # --- worker-node loss ----------------------------------------------------------------------------------
 
 
-def checkpointed_and_running(experiment: Path, evaluations_per_trial: int) -> set[str]:
-    """Trials with a checkpoint on storage but not yet the checkpoint of their last evaluation.
+def checkpoint_indices(trial: Path) -> list[int]:
+    """The indices of a trial's checkpoints on storage (Ray numbers them from 0; they reach storage as reported)."""
+    return [int(match.group(1)) for path in trial.iterdir() if (match := CHECKPOINT_NAME.match(path.name))]
 
-    (Checkpoints reach storage as they are reported; Ray's result log only with its periodic snapshots.)
-    """
-    found = set()
+
+def running_trials_by_node(experiment: Path, evaluations_per_trial: int) -> dict[str, str]:
+    """{trial directory name: node id} of the trials that reported a checkpoint and not yet their last one, the
+    node read from the trial's latest report in its result log on storage (Ray syncs it with its snapshots)."""
+    found = {}
     for trial in experiment.glob("trial_*"):
-        indices = [int(match.group(1)) for path in trial.iterdir() if (match := CHECKPOINT_NAME.match(path.name))]
-        if indices and max(indices) < evaluations_per_trial - 1:  # Ray numbers a trial's checkpoints from 0
-            found.add(trial.name)
+        indices = checkpoint_indices(trial)
+        lines = (trial / "result.json").read_text().splitlines() if (trial / "result.json").exists() else []
+        if indices and max(indices) < evaluations_per_trial - 1 and lines:
+            try:
+                found[trial.name] = json.loads(lines[-1])["node_id"]
+            except json.JSONDecodeError:  # a line Ray is still writing: read it next time
+                continue
     return found
+
+
+def worker_processes(node: Any) -> list[int]:
+    """The pids of the processes a cluster_utils node's raylet started (its Ray workers, trial actors among them)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    pids, todo = [], [node.all_processes["raylet"][0].process.pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        pids += children
+        todo += children
+    return pids
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def freeze_a_running_trial(workers: list[Any], experiment: Path, evaluations_per_trial: int,
+                           search: threading.Thread) -> tuple[str, Any, list[int]]:
+    """(trial directory name, its node, the node's stopped worker pids) of a trial frozen mid-run on its node.
+
+    The node is picked from the trial's own reports. Its workers are stopped (SIGSTOP), then the trial's
+    checkpoints on storage are read again: a stopped trial cannot report, so one without its last checkpoint
+    is certainly still running there when the node is killed. (A trial that finished between its report and the
+    stop is let go, and another is picked.)
+    """
+    by_id = {node.node_id: node for node in workers}
+    deadline = time.monotonic() + 180
+    while True:
+        assert search.is_alive(), "the search ended before a running trial could be caught on its node"
+        assert time.monotonic() < deadline, "no trial was seen running with a checkpoint in time"
+        for trial, node_id in running_trials_by_node(experiment, evaluations_per_trial).items():
+            pids = worker_processes(by_id[node_id])
+            signal_all(pids, signal.SIGSTOP)
+            if max(checkpoint_indices(experiment / trial)) < evaluations_per_trial - 1:
+                return trial, by_id[node_id], pids
+            signal_all(pids, signal.SIGCONT)
+        time.sleep(0.05)
 
 
 def test_worker_node_loss_resumes_trials_from_their_checkpoints(cluster: Any, tmp_path: Path) -> None:
@@ -166,8 +224,8 @@ def test_worker_node_loss_resumes_trials_from_their_checkpoints(cluster: Any, tm
     # none) and a node holds one trial at a time. Trials have no CUDA: device auto falls back to the CPU.
     workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
-    # Intervals of about half a second on an idle machine: the kill lands while both trials run.
-    eval_every, evaluations_per_trial = 8 * EVAL, 8
+    # Intervals of a few hundredths of a second on an idle machine: the trial to kill is frozen, not raced.
+    eval_every, evaluations_per_trial = 8 * EVAL, 16
     job = tiny_job(tmp_path, name="node-loss", num_samples=2, max_concurrent_trials=None,
                    resources={"cpu": 1, "gpu": 1},
                    budget={"max_tokens": evaluations_per_trial * eval_every, "eval_every_tokens": eval_every})
@@ -182,15 +240,13 @@ def test_worker_node_loss_resumes_trials_from_their_checkpoints(cluster: Any, tm
 
     search = threading.Thread(target=search_in_background, daemon=True)
     search.start()
-    # Kill a worker once both trials have checkpointed and neither has finished: they run at the same time, so
-    # one on each worker, and the one on the killed node is mid-run. (On a loaded machine the second trial can
-    # start late; waiting for checkpoints alone could see one trial finished and the other on its node.)
-    deadline = time.monotonic() + 180
-    while len(checkpointed_and_running(tmp_path / "node-loss", evaluations_per_trial)) < 2:
-        assert search.is_alive(), f"the search ended before the node could be killed: {outcome}"
-        assert time.monotonic() < deadline, "no two trials checkpointed while running in time"
-        time.sleep(0.1)
-    cluster.remove_node(workers[1], allow_graceful=False)
+    # Kill the node a trial reported from, while that trial is mid-run (a node dies mid-interval): its
+    # processes are frozen first, so the trial cannot finish between the choice and the kill.
+    victim, lost_node, frozen = freeze_a_running_trial(workers, tmp_path / "node-loss",
+                                                       evaluations_per_trial, search)
+    cluster.remove_node(lost_node, allow_graceful=False)
+    signal_all(frozen, signal.SIGKILL)  # the node's processes die with it
+    survivor = next(node for node in workers if node is not lost_node)
     search.join(timeout=200)
     assert not search.is_alive(), "the search did not finish after the node loss"
     assert "error" not in outcome, outcome
@@ -198,17 +254,18 @@ def test_worker_node_loss_resumes_trials_from_their_checkpoints(cluster: Any, tm
     results = finish_experiment(outcome["experiment"], spec)
     trials = results.trials
     assert len(trials) == spec.num_samples and (trials["status"] == "completed").all(), trials[["status", "error"]]
-    lost = trials[trials["failures"] > 0]
-    assert len(lost) >= 1, "no trial ran on the killed node"
-    assert trials["node_id"].nunique() == 1  # every trial ended on the surviving worker
-    # Each restart continued from the last evaluation it had reported: not from scratch, and only the
-    # interval in flight (under one evaluation interval) was trained again. (Ray's result log can miss the rows
-    # a killed node reported last, so a restart is judged by the reports after it.)
+    lost = trials[trials["trial_dir"].map(lambda path: Path(path).name) == victim].iloc[0]
+    # The trial on the lost node was restarted (the node loss counts as one failure) and finished on the
+    # surviving worker, where every trial ended.
+    assert lost["failures"] == 1, trials[["trial_id", "failures", "node_id"]]
+    assert (trials["node_id"] == survivor.node_id).all(), trials[["trial_id", "node_id"]]
+    # It continued from the last evaluation it had reported: not from scratch, and only the interval in flight
+    # (under one evaluation interval) was trained again. (Ray's result log can miss the rows a killed node
+    # reported last, so a restart is judged by the reports after it.)
     restarted = restarts(results.evaluations)
-    assert set(restarted["trial_id"]) <= set(lost["trial_id"])
+    assert list(restarted["trial_id"]) == [lost["trial_id"]], restarted
     assert (restarted["restored_from_tokens"] > 0).all() and (restarted["tokens_redone"] == 0).all(), restarted
-    for trial_id in lost["trial_id"]:
-        evaluations = history(results, trial_id)
-        tokens = list(evaluations["tokens"])
-        assert tokens == sorted(set(tokens)) and tokens[-1] == eval_every * evaluations_per_trial, tokens
-        assert evaluations["restored_from_tokens"].iloc[-1] > 0, "the trial started again from scratch"
+    evaluations = history(results, lost["trial_id"])
+    tokens = list(evaluations["tokens"])
+    assert tokens == sorted(set(tokens)) and tokens[-1] == eval_every * evaluations_per_trial, tokens
+    assert evaluations["restored_from_tokens"].iloc[-1] > 0, "the trial started again from scratch"
