@@ -6,9 +6,10 @@ each upload replaces its object in one step, but on a local disk or NFS a driver
 a truncated ``searcher-state-*.pkl`` or ``experiment_state-*.json`` behind, and the experiment can no longer be
 resumed. Through this filesystem each file is written under a hidden temporary name in the same directory and
 renamed over the old one when complete, so a killed copy leaves the previous snapshot intact (and at worst a
-hidden ``.*.partial-*`` file that no Ray pattern matches). A write that fails (a full disk) removes its
-staging file and keeps the old one too: Ray Tune logs the failed snapshot and goes on, and the experiment
-stays resumable from the snapshot before. Trial checkpoints travel through it too.
+hidden ``.*.partial-*`` file that no Ray pattern matches, removed by :func:`remove_staging_leftovers` at the end
+of the run or resume). A write that fails (a full disk) removes its staging file and keeps the old one too:
+Ray Tune logs the failed snapshot and goes on, and the experiment stays resumable from the snapshot before.
+Trial checkpoints travel through it too.
 
 Only writes differ from ``pyarrow.fs.LocalFileSystem``; reads, listings and deletes are passed through.
 """
@@ -20,6 +21,7 @@ import errno
 import io
 import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 import pyarrow
@@ -32,15 +34,16 @@ class _ReplaceOnClose(io.FileIO):
     """A new file under a hidden temporary name that becomes ``target`` when closed.
 
     Only a file whose every write and whose close succeeded replaces the target. After a failed one (a full
-    disk: ENOSPC, a quota, an I/O error) the staging file is removed and the target keeps its old content, so
-    a disk that fills up mid-snapshot costs that snapshot, never the one before it.
+    disk: ENOSPC, a quota, an I/O error) the staging file is removed at once and the target keeps its old
+    content, so a disk that fills up mid-snapshot costs that snapshot, never the one before it. A file dropped
+    without ``close()`` (pyarrow's copy gives up on a failed read; a writer's exception unwinds) never
+    replaces the target either: it is discarded when collected.
     """
 
     def __init__(self, target: str) -> None:
         directory, name = os.path.split(target)
         self._staging = os.path.join(directory, f".{name}{PARTIAL_MARK}{secrets.token_hex(4)}")
         self._target = target
-        self._failed = False
         # Created like any new file (mode 0666 less the umask), not private as mkstemp's would be.
         super().__init__(self._staging, "xb")
 
@@ -56,14 +59,23 @@ class _ReplaceOnClose(io.FileIO):
                     raise OSError(errno.ENOSPC, f"no byte could be written to {self._staging}")
                 view = view[written:]
         except BaseException:
-            self._failed = True
+            # Discarded now, not at close: pyarrow drops a stream whose write failed without closing it, and
+            # the exception's traceback keeps this object alive until the process ends (a trial's actor is
+            # then killed), which would leave the staging file and its space behind.
+            self.abort()
             raise
         return size
 
     def abort(self) -> None:
         """Close without replacing the target: the staging file is removed."""
-        self._failed = True
-        self.close()
+        if self.closed:
+            return
+        try:
+            with contextlib.suppress(OSError):  # the write is given up: a failed flush on close changes nothing
+                super().close()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._staging)
 
     def close(self) -> None:
         if self.closed:
@@ -71,14 +83,14 @@ class _ReplaceOnClose(io.FileIO):
         try:
             super().close()  # where a disk reports a failed write only now (NFS), this raises
         except BaseException:
-            self._failed = True
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._staging)
             raise
-        finally:
-            if self._failed:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._staging)
-        if not self._failed:
-            os.replace(self._staging, self._target)
+        os.replace(self._staging, self._target)
+
+    def __del__(self) -> None:
+        # io.IOBase's finalizer would call close(), committing whatever a dropped stream had written so far.
+        self.abort()
 
 
 class AtomicLocalHandler(pafs.FileSystemHandler):
@@ -149,6 +161,19 @@ class AtomicLocalHandler(pafs.FileSystemHandler):
 
     def open_append_stream(self, path: str, metadata: dict | None) -> pyarrow.NativeFile:
         return self._local.open_append_stream(path)
+
+
+def remove_staging_leftovers(filesystem: pafs.FileSystem, path: str) -> None:
+    """Remove the hidden staging files (``.NAME.partial-XXXX``) under ``path`` on local storage.
+
+    Only a writer killed mid-write (a trial's actor killed during a checkpoint upload) leaves one; call this when
+    no writer of ``path`` is left (the search's processes have ended), since a live writer's file would go too.
+    """
+    if not isinstance(filesystem, pafs.LocalFileSystem):
+        return
+    for leftover in Path(path).rglob(f".*{PARTIAL_MARK}*"):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
 
 
 def for_ray_tune(filesystem: pafs.FileSystem) -> pafs.FileSystem:

@@ -4,6 +4,7 @@ disk fills up, leaves the previous version of the file intact (cluster.atomic_lo
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import stat
@@ -15,7 +16,7 @@ from typing import Iterator
 import pyarrow.fs as pafs
 import pytest
 
-from cluster.atomic_local_fs import PARTIAL_MARK, for_ray_tune
+from cluster.atomic_local_fs import PARTIAL_MARK, for_ray_tune, remove_staging_leftovers
 from conftest import REPO_ROOT
 
 # A writer that copies half of a new version of the file, then is killed before it closes the file.
@@ -40,6 +41,9 @@ def test_a_writer_killed_half_way_leaves_the_old_file_whole(tmp_path: Path) -> N
     leftovers = [p.name for p in tmp_path.iterdir() if p != target]
     # What the killed writer left is hidden, so Ray's patterns (searcher-state-*.pkl, ...) never match it.
     assert len(leftovers) == 1 and leftovers[0].startswith("." + target.name + PARTIAL_MARK)
+    # The end of the run or resume removes it (tune_jobs.runner), and nothing else.
+    remove_staging_leftovers(pafs.LocalFileSystem(), str(tmp_path))
+    assert list(tmp_path.iterdir()) == [target] and target.read_bytes() == b"old snapshot"
 
 
 def test_copies_arrive_whole_with_the_usual_permissions_and_the_filesystem_travels(tmp_path: Path) -> None:
@@ -107,3 +111,24 @@ def test_a_write_that_fills_the_disk_keeps_the_old_file_and_leaves_no_staging_fi
     (source / target.name).write_bytes(b"next snapshot")
     pafs.copy_files(str(source), str(small_disk), destination_filesystem=filesystem)
     assert target.read_bytes() == b"next snapshot"
+
+
+def test_a_stream_that_failed_or_was_dropped_unclosed_neither_replaces_the_file_nor_leaves_its_staging_file(
+        small_disk: Path) -> None:
+    target = small_disk / "experiment_state-2026.json"
+    target.write_bytes(b"previous snapshot")
+    filesystem = for_ray_tune(pafs.LocalFileSystem())
+    failed = filesystem.open_output_stream(str(target))
+    with pytest.raises(OSError, match="No space left on device"):
+        failed.write(os.urandom(2 << 20))
+    # pyarrow drops a stream whose write failed without closing it, and the exception's traceback can keep it
+    # alive until a trial's process is killed: its staging file and space are given back at the failed write.
+    assert [p.name for p in small_disk.iterdir()] == [target.name]
+    dropped = filesystem.open_output_stream(str(target))  # a copy that gave up on a failed read
+    dropped.write(b"the first half of the next snapshot")
+    del dropped
+    gc.collect()
+    assert target.read_bytes() == b"previous snapshot"  # before, collecting it committed the half
+    assert [p.name for p in small_disk.iterdir()] == [target.name]
+    failed.close()  # what a later close of the failed stream does: nothing
+    assert target.read_bytes() == b"previous snapshot"

@@ -135,6 +135,13 @@ def _save_spec(spec: JobSpec, experiment: Experiment) -> None:
         handle.write(dump_yaml(spec.model_dump(mode="json", exclude_none=True)).encode("utf-8"))
 
 
+def _remove_staging_leftovers(experiment: Experiment) -> None:
+    """Once the search's processes have ended (Ray is shut down), the staging files of writers killed mid-write."""
+    from cluster.atomic_local_fs import remove_staging_leftovers
+
+    remove_staging_leftovers(*experiment.filesystem())
+
+
 def _configure_tune_output() -> None:
     # Ray's newer console output ignores the CLIReporter (and its trimmed columns) unless this is off.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
@@ -184,6 +191,7 @@ def run_job(spec: JobSpec, address: str | None = None,
                     reuse_actors=True, trial_dirname_creator=trial_dirname),
                 run_config=_run_config(spec, experiment, [*scheduler_callbacks(scheduler), started]))
             tuner.fit()
+        _remove_staging_leftovers(experiment)
         if then is not None:
             then(experiment, spec)
     return experiment
@@ -215,6 +223,7 @@ def resume_job(experiment: Experiment, address: str | None = None,
             tuner = tune.Tuner.restore(path, _trainable(spec, experiment, dataset_dir), resume_unfinished=True,
                                        resume_errored=True, storage_filesystem=for_ray_tune(filesystem))
             tuner.fit()
+        _remove_staging_leftovers(experiment)
         if then is not None:
             then(experiment, spec)
     return spec
