@@ -306,6 +306,7 @@ def test_multi_node_search_with_s3_storage_runs_and_resumes(cluster: LocalCluste
 def test_status_counts_the_trials_running_on_each_node(cluster: LocalCluster, tmp_path: Path) -> None:
     # Trials that would train for hours hold their slots until the driver stops, so status is polled while
     # they run with no race against their end (time_budget_s only guards against a driver the test lost).
+    _wait_until_idle(cluster)
     job = write_job(tmp_path / "job.yaml", name="long", num_samples=2, max_concurrent_trials=2,
                     resources={"cpu": CPUS_PER_WORKER, "gpu": 1},
                     budget={"max_tokens": 10**8, "eval_every_tokens": 1024, "time_budget_s": 170})
@@ -332,6 +333,17 @@ def test_status_counts_the_trials_running_on_each_node(cluster: LocalCluster, tm
     # 2 CPUs per trial fill a worker: one trial on each worker, none on the head.
     assert sorted(_placed_trials(status)) == [("head", 0), ("worker", 1), ("worker", 1)], status
     assert "free / total: CPU 1/5, GPU 2/4" in status  # the resources those two trials hold
+
+
+def _wait_until_idle(cluster: LocalCluster) -> None:
+    """Wait until the actors of earlier tests' drivers are gone: Ray ends a dead driver's actors
+    asynchronously, and a count taken while they linger would include them."""
+    idle = f"free / total: CPU {1 + WORKERS * CPUS_PER_WORKER}/{1 + WORKERS * CPUS_PER_WORKER}, " \
+           f"GPU {WORKERS * GPUS_PER_WORKER}/{WORKERS * GPUS_PER_WORKER}"
+    deadline, status = time.monotonic() + 90, ""
+    while not (idle in status and "running trials: 0" in status):
+        assert time.monotonic() < deadline, f"the cluster did not become idle: {status}"
+        status = run_textune("cluster", "status", "--state-dir", str(cluster.state_dir)).stdout
 
 
 def _placed_trials(status: str) -> list[tuple[str, int]]:
@@ -365,6 +377,7 @@ time.sleep(600)
 
 
 def test_status_counts_trial_actors_of_any_class_and_those_still_starting(cluster: LocalCluster) -> None:
+    _wait_until_idle(cluster)
     driver = subprocess.Popen([sys.executable, "-c", TRIAL_ACTORS_DRIVER, cluster.state.gcs_address], cwd=REPO_ROOT,
                               env={**os.environ, **cluster.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
