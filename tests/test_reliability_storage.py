@@ -66,8 +66,9 @@ def test_a_search_that_fills_the_disk_resumes_once_space_is_freed(tmp_path: Path
 
 def test_deleted_checkpoints_restart_the_trial_and_best_stays_whole(tmp_path: Path) -> None:
     job = write_job(tmp_path / "job.yaml", tiny_job(
+        # 48 evaluations of about 0.05 s each: the interrupt lands while the checkpointed trial still runs.
         tmp_path, name="pruned", num_samples=3, max_concurrent_trials=1,
-        budget={"max_tokens": 12288, "eval_every_tokens": 1024}))
+        budget={"max_tokens": 49152, "eval_every_tokens": 1024}))
     experiment = tmp_path / "pruned"
 
     def unfinished_and_checkpointed(trial: Path, done: dict) -> bool:
