@@ -14,7 +14,7 @@ LOOPBACK_ONLY := $(UNSHARE) sh -c 'ip link set lo up && exec "$$0" "$$@"'
 TEST_ENV := RAY_USAGE_STATS_ENABLED=0 PYTHONDONTWRITEBYTECODE=1
 PYTEST_ARGS ?=
 
-.PHONY: install install-browser demo test bench clean
+.PHONY: install install-browser demo lint test test-fast bench clean
 
 install: $(STAMP)
 
@@ -35,11 +35,28 @@ install-browser:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
 	else echo "chromium and chromium-driver are missing: install them (apt-get install chromium chromium-driver) for the report test"; fi
 
-test: $(STAMP) install-browser
+# Lint, format check and type check (config in pyproject.toml): seconds once mypy's cache (.mypy_cache) is warm,
+# about a minute on a fresh clone.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# The whole suite (what .ci/run runs) is linted first; a run of chosen tests (PYTEST_ARGS) skips the lint.
+test: $(STAMP) install-browser $(if $(PYTEST_ARGS),,lint)
 	$(TEST_ENV) $(LOOPBACK_ONLY) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The edit loop's tier: every test not marked slow (nothing starts Ray or a server, no training beyond a few
+# steps), under 2 minutes on 2 cores, in the same loopback-only namespace. `make test` stays the whole suite.
+test-fast: $(STAMP)
+	$(TEST_ENV) $(LOOPBACK_ONLY) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 # Every benchmark in turn (long: about an hour on 2 cores); `make bench BENCHMARKS=bench_trainer` runs one.
-BENCHMARKS ?= bench_prepare bench_reader_rss bench_trainer bench_quality bench_slots bench_search bench_cluster_fill bench_importance bench_faults bench_report
+# Left out: bench_trainer_gpu (needs a CUDA GPU); bench_search_sim, bench_default_search and bench_rank_agreement
+# (they measure recorded learning-curve tables: record one first with benchmarks.record_table, about an hour per
+# corpus, and give it with --table; each also has a short --smoke run).
+BENCHMARKS ?= bench_prepare bench_reader_rss bench_trainer bench_trainer_hf bench_quality bench_folds bench_slots \
+	bench_search bench_cluster_fill bench_importance bench_faults bench_report
 bench: $(STAMP)
 	set -e; for name in $(BENCHMARKS); do $(TEST_ENV) $(LOOPBACK_ONLY) $(BIN)/python -m benchmarks.$$name; done
 

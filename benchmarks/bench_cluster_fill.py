@@ -53,6 +53,7 @@ def sleep_trial(config: dict[str, Any]) -> None:
 
 def import_floor(processes: int) -> float:
     """Seconds until ``processes`` fresh Python processes, one per core at a time, have each imported Ray Tune."""
+
     def import_once(_: int) -> int:
         return subprocess.run([sys.executable, "-c", "import ray.tune"], check=False).returncode
 
@@ -75,23 +76,33 @@ def run_search(slots: int, duration_s: float, step_s: float, textune_settings: b
         raise_pending_trial_limit(slots)
     trainable = tune.with_resources(sleep_trial, {"cpu": 1, "gpu": 1})
     tune_config = tune.TuneConfig(
-        metric="val_bpc", mode="min", num_samples=10_000, time_budget_s=duration_s, reuse_actors=True,
+        metric="val_bpc",
+        mode="min",
+        num_samples=10_000,
+        time_budget_s=duration_s,
+        reuse_actors=True,
         max_concurrent_trials=slots if textune_settings else None,
         search_alg=HyperOptSearch(n_initial_points=slots, random_state_seed=0),
-        scheduler=ASHAScheduler(time_attr="tokens", grace_period=2, reduction_factor=2, max_t=4))
+        scheduler=ASHAScheduler(time_attr="tokens", grace_period=2, reduction_factor=2, max_t=4),
+    )
     storage = tempfile.mkdtemp(prefix="bench-fill-")
-    tuner = tune.Tuner(trainable, tune_config=tune_config,
-                       param_space={"x": tune.uniform(1.0, 2.0), "steps": 4, "step_s": step_s},
-                       run_config=tune.RunConfig(storage_path=storage, verbose=0))
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune_config,
+        param_space={"x": tune.uniform(1.0, 2.0), "steps": 4, "step_s": step_s},
+        run_config=tune.RunConfig(storage_path=storage, verbose=0),
+    )
     fit_started = time.time()
     results = tuner.fit()
     spans = [(r.metrics["started"], r.metrics["now"]) for r in results if r.metrics and "started" in r.metrics]
     starts = sorted(start for start, _ in spans)
     last_end = max(end for _, end in spans)
     busy = sum(end - start for start, end in spans)
-    return {"trials": len(spans),
-            "fill_s": (starts[slots - 1] - fit_started) if len(starts) >= slots else float("nan"),
-            "utilization": busy / (slots * (last_end - fit_started))}
+    return {
+        "trials": len(spans),
+        "fill_s": (starts[slots - 1] - fit_started) if len(starts) >= slots else float("nan"),
+        "utilization": busy / (slots * (last_end - fit_started)),
+    }
 
 
 def measure(args: argparse.Namespace, textune_settings: bool) -> dict[str, float]:
@@ -102,8 +113,13 @@ def measure(args: argparse.Namespace, textune_settings: bool) -> dict[str, float
 
     state_dir = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     # Logical CPUs match the GPUs so a worker holds one 1-CPU + 1-GPU trial per GPU.
-    spec = LocalClusterSpec(workers=args.workers, cpus_per_worker=args.gpus_per_worker,
-                            gpus_per_worker=args.gpus_per_worker, head_cpus=1, start_timeout_s=180)
+    spec = LocalClusterSpec(
+        workers=args.workers,
+        cpus_per_worker=args.gpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        head_cpus=1,
+        start_timeout_s=180,
+    )
     state = up(spec, state_dir)
     try:
         with connect(state.gcs_address, log_to_driver=False):
@@ -126,19 +142,31 @@ def main() -> None:
     floor_s = import_floor(args.workers * args.gpus_per_worker)
     textune = measure(args, textune_settings=True)
     baseline = measure(args, textune_settings=False)
-    figures = {"workers": args.workers, "gpus_per_worker": args.gpus_per_worker, "slots": textune["slots"],
-               "trial_s": 4 * args.step_s, "duration_s": args.duration, "textune": textune, "baseline": baseline,
-               "import_floor_s": floor_s, "machine": machine}
+    figures = {
+        "workers": args.workers,
+        "gpus_per_worker": args.gpus_per_worker,
+        "slots": textune["slots"],
+        "trial_s": 4 * args.step_s,
+        "duration_s": args.duration,
+        "textune": textune,
+        "baseline": baseline,
+        "import_floor_s": floor_s,
+        "machine": machine,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_cluster_fill.json").write_text(json.dumps(figures, indent=2))
-    command = (f".venv/bin/python -m benchmarks.bench_cluster_fill --workers {args.workers} --gpus-per-worker "
-               f"{args.gpus_per_worker} --duration {args.duration:g}")
-    print(f"| cluster fill, {args.workers} workers x {args.gpus_per_worker} logical GPUs ({textune['slots']} slots), "
-          f"HyperOpt + ASHA, {4 * args.step_s:g} s sleep trials, {args.duration:g} s | all slots busy after "
-          f"{textune['fill_s']:.1f} s; utilization {100 * textune['utilization']:.0f}% ({textune['trials']} trials) "
-          f"| Ray Tune defaults: fill {baseline['fill_s']:.1f} s, utilization {100 * baseline['utilization']:.0f}% "
-          f"({baseline['trials']} trials); machine floor: {textune['slots']} processes importing Ray Tune, one per "
-          f"core at a time, {floor_s:.1f} s | `{command}` | {figures['machine']} |")
+    command = (
+        f".venv/bin/python -m benchmarks.bench_cluster_fill --workers {args.workers} --gpus-per-worker "
+        f"{args.gpus_per_worker} --duration {args.duration:g}"
+    )
+    print(
+        f"| cluster fill, {args.workers} workers x {args.gpus_per_worker} logical GPUs ({textune['slots']} slots), "
+        f"HyperOpt + ASHA, {4 * args.step_s:g} s sleep trials, {args.duration:g} s | all slots busy after "
+        f"{textune['fill_s']:.1f} s; utilization {100 * textune['utilization']:.0f}% ({textune['trials']} trials) "
+        f"| Ray Tune defaults: fill {baseline['fill_s']:.1f} s, utilization {100 * baseline['utilization']:.0f}% "
+        f"({baseline['trials']} trials); machine floor: {textune['slots']} processes importing Ray Tune, one per "
+        f"core at a time, {floor_s:.1f} s | `{command}` | {figures['machine']} |"
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -35,21 +36,30 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import yaml
 
 from benchmarks.machine import RESULTS, load_note, machine_description
+from models.status import TrialStatus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EVAL = 2048  # tokens between evaluations (and checkpoints)
 EVALS_PER_TRIAL = 8
 JOB: dict[str, Any] = {
     "data": {"source": "synthetic", "synthetic": {"characters": 60000}},
-    "model": {"n_layers": 1, "n_heads": 2, "head_dim": 8, "block_size": 32, "batch_size": 8, "eval_max_blocks": 4,
-              "sample_tokens": 0},
+    "model": {
+        "n_layers": 1,
+        "n_heads": 2,
+        "head_dim": 8,
+        "block_size": 32,
+        "batch_size": 8,
+        "eval_max_blocks": 4,
+        "sample_tokens": 0,
+    },
     "budget": {"max_tokens": EVALS_PER_TRIAL * EVAL, "eval_every_tokens": EVAL},
     "space": {"lr": {"loguniform": [1.0e-3, 3.0e-2]}},
     "search": {"algorithm": "random"},
@@ -74,7 +84,7 @@ def checkpointed_tokens(experiment_dir: Path) -> dict[str, int]:
 
 def first_restore(results: Any) -> dict[str, int]:
     """Trial directory name -> the checkpoint tokens its first restarted run continued from."""
-    from tune_jobs.results import restarts
+    from tune_jobs.results.restarts import restarts
 
     first = restarts(results.evaluations).groupby("trial_id")["restored_from_tokens"].first()
     return {f"trial_{trial_id}": int(tokens) for trial_id, tokens in first.items()}
@@ -87,8 +97,10 @@ def redone_after(results: Any, at_fault: dict[str, int], fault_time: float, hit:
     had started but the resumed search does not know (proposed after the last snapshot) lost all it had.
     """
     later = results.evaluations[results.evaluations["timestamp"] > fault_time]
-    restored = {f"trial_{trial_id}": int(tokens)
-                for trial_id, tokens in later.groupby("trial_id")["restored_from_tokens"].min().items()}
+    restored = {
+        f"trial_{trial_id}": int(tokens)
+        for trial_id, tokens in later.groupby("trial_id")["restored_from_tokens"].min().items()
+    }
     known = {f"trial_{trial_id}" for trial_id in results.trials["trial_id"]}
     lost = []
     for trial in sorted(hit & set(at_fault)):
@@ -99,15 +111,23 @@ def redone_after(results: Any, at_fault: dict[str, int], fault_time: float, hit:
     return lost
 
 
-def outcome(kind: str, faults: int, results: Any, expected_trials: int, lost_tokens: list[int],
-            survived: int, note: str) -> dict[str, Any]:
+def outcome(
+    kind: str, faults: int, results: Any, expected_trials: int, lost_tokens: list[int], survived: int, note: str
+) -> dict[str, Any]:
     trials = results.trials
     duplicates = int(results.evaluations.duplicated(["trial_id", "tokens"]).sum())
-    return {"kind": kind, "injected": faults, "survived": survived, "trials_expected": expected_trials,
-            "trials_completed": int((trials["status"] == "completed").sum()),
-            "trials_lost": expected_trials - int((trials["status"] == "completed").sum()),
-            "duplicated_evaluations": duplicates, "lost_tokens": lost_tokens,
-            "lost_intervals": [tokens / EVAL for tokens in lost_tokens], "note": note}
+    return {
+        "kind": kind,
+        "injected": faults,
+        "survived": survived,
+        "trials_expected": expected_trials,
+        "trials_completed": int((trials["status"] == TrialStatus.COMPLETED).sum()),
+        "trials_lost": expected_trials - int((trials["status"] == TrialStatus.COMPLETED).sum()),
+        "duplicated_evaluations": duplicates,
+        "lost_tokens": lost_tokens,
+        "lost_intervals": [tokens / EVAL for tokens in lost_tokens],
+        "note": note,
+    }
 
 
 def run_in_background(target: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
@@ -142,11 +162,20 @@ def node_kills(cluster: Any, storage: Path, kills: int) -> dict[str, Any]:
     cluster.wait_for_nodes()
     lost, survived, expected, all_results = [], 0, 0, []
     for round_index in range(kills):
-        spec = JobSpec.model_validate(job(storage, f"node-kill-{round_index}", num_samples=3,
-                                          max_concurrent_trials=None, resources={"cpu": 1, "gpu": 1}))
+        spec = JobSpec.model_validate(
+            job(
+                storage,
+                f"node-kill-{round_index}",
+                num_samples=3,
+                max_concurrent_trials=None,
+                resources={"cpu": 1, "gpu": 1},
+            )
+        )
         experiment_dir = storage / spec.name
-        thread, box = run_in_background(lambda: run_job(spec))
-        wait_for(lambda: len(checkpointed_tokens(experiment_dir)) >= 2, 300, "two trials to checkpoint")
+        thread, box = run_in_background(functools.partial(run_job, spec))
+        wait_for(
+            lambda directory=experiment_dir: len(checkpointed_tokens(directory)) >= 2, 300, "two trials to checkpoint"
+        )
         killed_at = time.time()
         cluster.remove_node(workers.pop(), allow_graceful=False)
         at_kill = checkpointed_tokens(experiment_dir)  # after the kill: the dead node's last checkpoint included
@@ -157,47 +186,70 @@ def node_kills(cluster: Any, storage: Path, kills: int) -> dict[str, Any]:
         results = finish_experiment(box["value"], spec)
         hit = {f"trial_{trial_id}" for trial_id in results.trials[results.trials["failures"] > 0]["trial_id"]}
         lost += redone_after(results, at_kill, killed_at, hit)
-        survived += int(bool(hit) and (results.trials["status"] == "completed").all())
+        survived += int(bool(hit) and (results.trials["status"] == TrialStatus.COMPLETED).all())
         expected += spec.num_samples
         all_results.append(results)
-    return outcome("node kill", kills, merged(all_results), expected, lost, survived,
-                   "checkpointed progress trained again, plus the interval in flight (under 1, not observable)")
+    return outcome(
+        "node kill",
+        kills,
+        merged(all_results),
+        expected,
+        lost,
+        survived,
+        "checkpointed progress trained again, plus the interval in flight (under 1, not observable)",
+    )
 
 
 def merged(all_results: list[Any]) -> Any:
-    from tune_jobs.results import ExperimentResults
+    from tune_jobs.results.table import ExperimentResults
 
-    return ExperimentResults(pd.concat([r.trials for r in all_results], ignore_index=True),
-                             pd.concat([r.evaluations for r in all_results], ignore_index=True))
+    return ExperimentResults(
+        pd.concat([r.trials for r in all_results], ignore_index=True),
+        pd.concat([r.evaluations for r in all_results], ignore_index=True),
+    )
 
 
 def driver_kills(storage: Path, kills: int) -> dict[str, Any]:
     """``textune run`` SIGKILLed after two finished trials, then ``textune resume``: the user's commands."""
     from tune_jobs.experiment import experiment_at
-    from tune_jobs.results import collect
+    from tune_jobs.results.collect import collect
     from tune_jobs.spec import JobSpec
 
     lost, survived, expected, all_results = [], 0, 0, []
     trials = 6
     for round_index in range(kills):
-        data = job(storage, f"driver-kill-{round_index}", num_samples=trials, max_concurrent_trials=1,
-                   search={"algorithm": "hyperopt", "n_initial_points": 2},
-                   budget={"max_tokens": 4 * EVAL, "eval_every_tokens": EVAL})
+        data = job(
+            storage,
+            f"driver-kill-{round_index}",
+            num_samples=trials,
+            max_concurrent_trials=1,
+            search={"algorithm": "hyperopt", "n_initial_points": 2},
+            budget={"max_tokens": 4 * EVAL, "eval_every_tokens": EVAL},
+        )
         job_path = storage / f"driver-kill-{round_index}.yaml"
         job_path.write_text(yaml.safe_dump(data))
         experiment_dir = storage / data["name"]
         command = [sys.executable, "-m", "tune_jobs.cli.main"]
         log = storage / f"driver-kill-{round_index}.log"
         with open(log, "w") as output:
-            driver = subprocess.Popen([*command, "run", str(job_path)], cwd=REPO_ROOT, stdout=output,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+            driver = subprocess.Popen(
+                [*command, "run", str(job_path)],
+                cwd=REPO_ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
-        def ready_to_kill() -> bool:
+        # Defaults bind this iteration's driver, log and directory (ruff B023), though wait_for calls it at once.
+        def ready_to_kill(
+            driver: subprocess.Popen[bytes] = driver, log: Path = log, experiment_dir: Path = experiment_dir
+        ) -> bool:
             if driver.poll() is not None:
                 raise RuntimeError(f"textune run ended before the kill: {log.read_text()[-2000:]}")
             # Two trials finished and the running one is two checkpoints in: a kill now costs it something.
             return finished_trials(experiment_dir) >= 2 and any(
-                2 * EVAL <= tokens < 4 * EVAL for tokens in checkpointed_tokens(experiment_dir).values())
+                2 * EVAL <= tokens < 4 * EVAL for tokens in checkpointed_tokens(experiment_dir).values()
+            )
 
         try:
             wait_for(ready_to_kill, 300, "two finished trials and a running one")
@@ -208,19 +260,30 @@ def driver_kills(storage: Path, kills: int) -> dict[str, Any]:
             with contextlib.suppress(ProcessLookupError):  # the embedded Ray the driver started, if it outlived it
                 os.killpg(driver.pid, signal.SIGKILL)
         at_kill = checkpointed_tokens(experiment_dir)  # everything its trials had saved
-        resumed = subprocess.run([*command, "resume", str(experiment_dir)], cwd=REPO_ROOT, capture_output=True,
-                                 text=True)
+        resumed = subprocess.run(
+            [*command, "resume", str(experiment_dir)], cwd=REPO_ROOT, capture_output=True, text=True
+        )
         if resumed.returncode != 0:
             raise RuntimeError(f"textune resume failed: {resumed.stderr[-2000:]}")
         spec = JobSpec.model_validate(data)
         results = collect(experiment_at(str(storage), spec.name), spec)
         lost += redone_after(results, at_kill, killed_at, set(at_kill))
-        survived += int(len(results.trials) == trials and (results.trials["status"] == "completed").all()
-                        and results.trials["trial_id"].is_unique)
+        survived += int(
+            len(results.trials) == trials
+            and (results.trials["status"] == TrialStatus.COMPLETED).all()
+            and results.trials["trial_id"].is_unique
+        )
         expected += trials
         all_results.append(results)
-    return outcome("driver kill (SIGKILL)", kills, merged(all_results), expected, lost, survived,
-                   "checkpointed progress trained again (back to the last snapshot), plus the interval in flight")
+    return outcome(
+        "driver kill (SIGKILL)",
+        kills,
+        merged(all_results),
+        expected,
+        lost,
+        survived,
+        "checkpointed progress trained again (back to the last snapshot), plus the interval in flight",
+    )
 
 
 def finished_trials(experiment_dir: Path) -> int:
@@ -228,7 +291,7 @@ def finished_trials(experiment_dir: Path) -> int:
     count = 0
     for result_file in experiment_dir.glob("trial_*/result.json"):
         lines = result_file.read_text().splitlines()
-        count += bool(lines) and json.loads(lines[-1]).get("status") == "completed"
+        count += bool(lines) and json.loads(lines[-1]).get("status") == TrialStatus.COMPLETED
     return count
 
 
@@ -237,8 +300,9 @@ def crash_search(storage: Path, name: str, crashes: int, fault_at: int, **change
     from tune_jobs.runner import run_job
     from tune_jobs.spec import JobSpec
 
-    spec = JobSpec.model_validate(job(storage, name, num_samples=crashes,
-                                      space={"fault_at_tokens": {"choice": [fault_at]}}, **changes))
+    spec = JobSpec.model_validate(
+        job(storage, name, num_samples=crashes, space={"fault_at_tokens": {"choice": [fault_at]}}, **changes)
+    )
     return spec, run_job(spec)
 
 
@@ -249,9 +313,16 @@ def trial_crashes(storage: Path, crashes: int) -> dict[str, Any]:
     spec, experiment = crash_search(storage, "crashes", crashes, fault_at)
     results = finish_experiment(experiment, spec)
     lost = [fault_at - tokens for tokens in first_restore(results).values()]
-    survived = int(((results.trials["status"] == "completed") & (results.trials["failures"] == 1)).sum())
-    return outcome("trial crash", crashes, results, spec.num_samples, lost, survived,
-                   "tokens from the restart's checkpoint to the fault, exact")
+    survived = int(((results.trials["status"] == TrialStatus.COMPLETED) & (results.trials["failures"] == 1)).sum())
+    return outcome(
+        "trial crash",
+        crashes,
+        results,
+        spec.num_samples,
+        lost,
+        survived,
+        "tokens from the restart's checkpoint to the fault, exact",
+    )
 
 
 def truncate(state_file: Path) -> None:
@@ -281,22 +352,37 @@ def damaged_checkpoints(storage: Path, corruptions: int) -> dict[str, Any]:
     restored = first_restore(results)
     lost = [damaged_at[trial] - restored[trial] for trial in damaged_at if trial in restored]
     # Survived: the trial skipped its damaged checkpoint for the intact one before it, and finished.
-    status = {Path(trial_dir).name: s for trial_dir, s in zip(results.trials["trial_dir"], results.trials["status"])}
-    survived = sum(1 for trial in damaged_at
-                   if restored.get(trial, damaged_at[trial]) < damaged_at[trial] and status[trial] == "completed")
-    return outcome("damaged checkpoint", corruptions, results, spec.num_samples, lost, survived,
-                   "the damaged checkpoint's interval, trained and evaluated again (so recorded twice)")
+    status = {
+        Path(trial_dir).name: s
+        for trial_dir, s in zip(results.trials["trial_dir"], results.trials["status"], strict=True)
+    }
+    survived = sum(
+        1
+        for trial in damaged_at
+        if restored.get(trial, damaged_at[trial]) < damaged_at[trial] and status[trial] == TrialStatus.COMPLETED
+    )
+    return outcome(
+        "damaged checkpoint",
+        corruptions,
+        results,
+        spec.num_samples,
+        lost,
+        survived,
+        "the damaged checkpoint's interval, trained and evaluated again (so recorded twice)",
+    )
 
 
 def markdown_row(record: dict[str, Any], machine: str) -> str:
     worst = max(record["lost_intervals"], default=0.0)
-    return (f"| reliability: {record['kind']} (a tiny Transformer, {EVAL} tokens per evaluation interval) | "
-            f"{record['survived']} of {record['injected']} faults "
-            f"survived; trials lost {record['trials_lost']} of {record['trials_expected']}; duplicated "
-            f"evaluations {record['duplicated_evaluations']}; progress lost per hit trial "
-            f"{record['lost_tokens']} tokens (worst {worst:.2f} intervals; {record['note']}) | "
-            f"goals: 0 trials lost, ≤ 1 interval "
-            f"| `.venv/bin/python -m benchmarks.bench_faults` (loopback namespace) | {machine} |")
+    return (
+        f"| reliability: {record['kind']} (a tiny Transformer, {EVAL} tokens per evaluation interval) | "
+        f"{record['survived']} of {record['injected']} faults "
+        f"survived; trials lost {record['trials_lost']} of {record['trials_expected']}; duplicated "
+        f"evaluations {record['duplicated_evaluations']}; progress lost per hit trial "
+        f"{record['lost_tokens']} tokens (worst {worst:.2f} intervals; {record['note']}) | "
+        f"goals: 0 trials lost, ≤ 1 interval "
+        f"| `.venv/bin/python -m benchmarks.bench_faults` (loopback namespace) | {machine} |"
+    )
 
 
 def main() -> None:
@@ -309,8 +395,9 @@ def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     machine = f"{machine_description()}, {load_note()}"
 
-    import ray
     from ray.cluster_utils import Cluster
+
+    from cluster.connection import connect
 
     records = []
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as scratch:
@@ -318,20 +405,25 @@ def main() -> None:
         os.environ["TEXTUNE_CACHE_DIR"] = str(storage / "cache")
         # First, before this process starts a cluster: the CLI driver brings its own embedded Ray.
         records.append(driver_kills(storage, args.driver_kills))
-        cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 2, "include_dashboard": False,
-            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4}})
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": 2,
+                "include_dashboard": False,
+                "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4},
+            },
+        )
         try:
-            ray.init(address=cluster.address, log_to_driver=False)
-            records.append(trial_crashes(storage, args.crashes))
-            records.append(damaged_checkpoints(storage, args.corruptions))
-            records.append(node_kills(cluster, storage, args.node_kills))
+            with connect(cluster.address, log_to_driver=False):  # as `textune run --address HOST:PORT` connects
+                records.append(trial_crashes(storage, args.crashes))
+                records.append(damaged_checkpoints(storage, args.corruptions))
+                records.append(node_kills(cluster, storage, args.node_kills))
         finally:
-            ray.shutdown()
             cluster.shutdown()
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_faults.json").write_text(json.dumps({"machine": machine, "eval_every_tokens": EVAL,
-                                                           "faults": records}, indent=2) + "\n")
+    (RESULTS / "bench_faults.json").write_text(
+        json.dumps({"machine": machine, "eval_every_tokens": EVAL, "faults": records}, indent=2) + "\n"
+    )
     for record in records:
         print(markdown_row(record, machine))
 

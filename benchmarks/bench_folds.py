@@ -64,24 +64,31 @@ def main() -> None:
         fold.chars_per_token("val")
         count_seconds = time.perf_counter() - started
         result = {
-            "machine": machine_description(), "load": load, "corpus_mb": args.megabytes,
-            "train_segments": len(fold.segments["train"]), "val_tokens": fold.num_tokens("val"),
-            "plain_batches_per_s": max(plain_rates), "fold_batches_per_s": max(fold_rates),
+            "machine": machine_description(),
+            "load": load,
+            "corpus_mb": args.megabytes,
+            "train_segments": len(fold.segments["train"]),
+            "val_tokens": fold.num_tokens("val"),
+            "plain_batches_per_s": max(plain_rates),
+            "fold_batches_per_s": max(fold_rates),
             "ratio": max(fold_rates) / max(plain_rates),
             "extra_us_per_batch": 1e6 * (1 / max(fold_rates) - 1 / max(plain_rates)),
-            "plain_eval_pass_s": eval_pass_seconds(plain), "fold_eval_pass_s": eval_pass_seconds(fold),
+            "plain_eval_pass_s": eval_pass_seconds(plain),
+            "fold_eval_pass_s": eval_pass_seconds(fold),
             "fold_char_count_s": count_seconds,
         }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_folds.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| reader through validation fold 1 of 5 ({result['train_segments']} training segments), "
-          f"{args.megabytes:g} MB synthetic corpus, char tokenizer, batches of {BATCH} x {BLOCK} | "
-          f"{result['fold_batches_per_s']:,.0f} batches/s = {result['ratio']:.2f}x plain "
-          f"({result['extra_us_per_batch']:.0f} µs more per batch); one-off count of the "
-          f"{result['val_tokens']:,} validation tokens' characters {result['fold_char_count_s']:.2f} s; full val "
-          f"pass {result['fold_eval_pass_s']:.2f} s | plain splits {result['plain_batches_per_s']:,.0f} batches/s, "
-          f"val pass {result['plain_eval_pass_s']:.2f} s (another val split) | "
-          f"`.venv/bin/python -m benchmarks.bench_folds` | {result['machine']}, {load} |")
+    print(
+        f"| reader through validation fold 1 of 5 ({result['train_segments']} training segments), "
+        f"{args.megabytes:g} MB synthetic corpus, char tokenizer, batches of {BATCH} x {BLOCK} | "
+        f"{result['fold_batches_per_s']:,.0f} batches/s = {result['ratio']:.2f}x plain "
+        f"({result['extra_us_per_batch']:.0f} µs more per batch); one-off count of the "
+        f"{result['val_tokens']:,} validation tokens' characters {result['fold_char_count_s']:.2f} s; full val "
+        f"pass {result['fold_eval_pass_s']:.2f} s | plain splits {result['plain_batches_per_s']:,.0f} batches/s, "
+        f"val pass {result['plain_eval_pass_s']:.2f} s (another val split) | "
+        f"`.venv/bin/python -m benchmarks.bench_folds` | {result['machine']}, {load} |"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,7 @@ def main() -> None:
     machine = f"{machine_description()}, {load_note()}"
     with tempfile.TemporaryDirectory(prefix="bench-prepare-") as scratch:
         corpus = Path(scratch) / "corpus.txt"
-        corpus.write_text(MarkovSource(SyntheticConfig(characters=characters)).generate(characters),
-                          encoding="utf-8")
+        corpus.write_text(MarkovSource(SyntheticConfig(characters=characters)).generate(characters), encoding="utf-8")
         megabytes = corpus.stat().st_size / 1e6
         seconds, cpu_seconds, vocab_sizes = {}, {}, {}
         for tokenizer in TOKENIZERS:
@@ -45,19 +44,27 @@ def main() -> None:
             cpu_seconds[tokenizer.kind] = time.process_time() - cpu_start
             vocab_sizes[tokenizer.kind] = Manifest.read(dataset_dir).tokenizer.vocab_size
     throughput = {kind: megabytes / s for kind, s in seconds.items()}
-    result = {"benchmark": "prepare_throughput", "corpus_mb": megabytes, "seconds": seconds,
-              "cpu_seconds": cpu_seconds, "mb_per_s": throughput,
-              "vs_byte": {k: v / throughput["byte"] for k, v in throughput.items()},
-              "vocab_sizes": vocab_sizes, "machine": machine}
+    result = {
+        "benchmark": "prepare_throughput",
+        "corpus_mb": megabytes,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "mb_per_s": throughput,
+        "vs_byte": {k: v / throughput["byte"] for k, v in throughput.items()},
+        "vocab_sizes": vocab_sizes,
+        "machine": machine,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_prepare.json").write_text(json.dumps(result, indent=2) + "\n")
     for kind in ("char", "bpe"):
-        print(f"| prepare throughput, {kind} tokenizer (vocab {vocab_sizes[kind]}), "
-              f"{megabytes:.0f} MB synthetic corpus | "
-              f"{throughput[kind]:.1f} MB/s ({seconds[kind]:.1f} s wall, {cpu_seconds[kind]:.1f} s CPU; "
-              f"{result['vs_byte'][kind]:.2f}x byte) | "
-              f"byte tokenizer {throughput['byte']:.1f} MB/s | `.venv/bin/python -m benchmarks.bench_prepare` | "
-              f"{result['machine']} |")
+        print(
+            f"| prepare throughput, {kind} tokenizer (vocab {vocab_sizes[kind]}), "
+            f"{megabytes:.0f} MB synthetic corpus | "
+            f"{throughput[kind]:.1f} MB/s ({seconds[kind]:.1f} s wall, {cpu_seconds[kind]:.1f} s CPU; "
+            f"{result['vs_byte'][kind]:.2f}x byte) | "
+            f"byte tokenizer {throughput['byte']:.1f} MB/s | `.venv/bin/python -m benchmarks.bench_prepare` | "
+            f"{result['machine']} |"
+        )
 
 
 if __name__ == "__main__":

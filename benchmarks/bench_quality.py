@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from benchmarks.machine import machine_description
 from benchmarks.bench_trainer import default_trial_config, write_result
+from benchmarks.machine import machine_description
 from models.config import parse_trial_config
 from models.trial import run_trial
 
@@ -40,8 +40,10 @@ def calibrated_tokens_per_s(config: dict, seconds: float = 30.0) -> float:
     per_step = parse_trial_config(config).tokens_per_step
     tokens = per_step * 2 * max(1, int(seconds * 5_000 / per_step))  # first guess: 10k tokens/s
     collect = Collect()
-    run_trial({**config, "max_tokens": tokens, "eval_every_tokens": tokens // 2, "eval_max_blocks": 1,
-               "sample_tokens": 0}, collect)
+    run_trial(
+        {**config, "max_tokens": tokens, "eval_every_tokens": tokens // 2, "eval_max_blocks": 1, "sample_tokens": 0},
+        collect,
+    )
     return collect.reports[-1]["tokens_per_s"]
 
 
@@ -60,18 +62,27 @@ def main() -> None:
     result = run_trial({**config, "max_tokens": budget, "eval_every_tokens": max(1, budget // 10)}, collect)
     seconds = time.perf_counter() - started
     best_nats_per_char = result.best_val_bpc * math.log(2)
-    figures = {"best_val_nats_per_char": best_nats_per_char, "best_val_bpc": result.best_val_bpc,
-               "tokens": result.tokens, "seconds": seconds, "calibrated_tokens_per_s": rate,
-               "threads": torch.get_num_threads(), "nanogpt_cpu_val_loss": NANOGPT_CPU_VAL_LOSS,
-               "curve": [(r["tokens"], r["val_loss"]) for r in collect.reports],
-               "load_average": os.getloadavg(), "machine": machine_description()}
+    figures = {
+        "best_val_nats_per_char": best_nats_per_char,
+        "best_val_bpc": result.best_val_bpc,
+        "tokens": result.tokens,
+        "seconds": seconds,
+        "calibrated_tokens_per_s": rate,
+        "threads": torch.get_num_threads(),
+        "nanogpt_cpu_val_loss": NANOGPT_CPU_VAL_LOSS,
+        "curve": [(r["tokens"], r["val_loss"]) for r in collect.reports],
+        "load_average": os.getloadavg(),
+        "machine": machine_description(),
+    }
     write_result("bench_quality", figures)
-    print(f"| quality: best val loss of the default small config on tinyshakespeare (90/5/5 chars) in "
-          f"{seconds / 60:.1f} min on CPU ({figures['threads']} thread(s)) | {best_nats_per_char:.3f} nats/char "
-          f"({result.best_val_bpc:.3f} bits/char, "
-          f"{result.tokens / 1e6:.1f}M tokens) | nanoGPT CPU shakespeare_char: {NANOGPT_CPU_VAL_LOSS} (90/10 split, "
-          f"published) | `.venv/bin/python -m benchmarks.bench_quality` | {figures['machine']}, load average "
-          f"{figures['load_average'][0]:.1f} |")
+    print(
+        f"| quality: best val loss of the default small config on tinyshakespeare (90/5/5 chars) in "
+        f"{seconds / 60:.1f} min on CPU ({figures['threads']} thread(s)) | {best_nats_per_char:.3f} nats/char "
+        f"({result.best_val_bpc:.3f} bits/char, "
+        f"{result.tokens / 1e6:.1f}M tokens) | nanoGPT CPU shakespeare_char: {NANOGPT_CPU_VAL_LOSS} (90/10 split, "
+        f"published) | `.venv/bin/python -m benchmarks.bench_quality` | {figures['machine']}, load average "
+        f"{figures['load_average'][0]:.1f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -9,14 +9,15 @@ past the rung, as ASHA records it) is compared with the ranking at max_tokens, p
 
 Each against its own schedule's final ranking. τ = 1 means the rung ranks exactly as the end does; the
 short-horizon bias (Wu et al. 2018) lowers it. ``--table DIR`` measures a recorded learning-curve table
-(tune_jobs.replay.table; recorded with cosine, so un-annealed) at its spec's ASHA rungs.
+(tune_jobs.replay.table; recorded with cosine, so un-annealed) at the rungs a replayed ASHA strategy has there
+(grace period = eval_every_tokens, reduction factor 3, as bench_search_sim replays it).
 
 ``--smoke`` records a tiny real set with ``textune train`` (6 configurations x cosine and wsd on a small
 synthetic corpus, about a minute on 2 cores; no Ray) and measures it. Writes
 benchmarks/results/rank_agreement[_smoke].json and prints a Markdown table.
 
     .venv/bin/python -m benchmarks.bench_rank_agreement --smoke
-    .venv/bin/python -m benchmarks.bench_rank_agreement --table benchmarks/results/tables/synthetic
+    .venv/bin/python -m benchmarks.bench_rank_agreement --table benchmarks/tables/synthetic
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -40,15 +42,28 @@ from benchmarks.machine import RESULTS, load_note, machine_description
 CURVE_KEYS = ("config_id", "seed")
 # The smoke: rungs 1024, 2048, 4096 of an 8192-token budget (grace 1024, reduction factor 2).
 SMOKE_RUNGS = (1024, 2048, 4096)
+REPLAY_REDUCTION_FACTOR = 3.0
 SMOKE_CONFIGS = [{"lr": lr, "n_layers": layers} for lr in (1e-3, 4e-3, 1.6e-2) for layers in (1, 2)]
-SMOKE_BASE = {"data": {"source": "synthetic", "tokenizer": {"kind": "char"}, "synthetic": {"characters": 60_000}},
-              "n_heads": 2, "head_dim": 8, "block_size": 32, "batch_size": 8, "max_tokens": 8192,
-              "eval_every_tokens": 1024, "eval_max_blocks": 16, "sample_tokens": 0, "warmup_tokens": 512,
-              "device": "cpu", "num_threads": 1, "cooldown_fraction": 0.2}
+SMOKE_BASE = {
+    "data": {"source": "synthetic", "tokenizer": {"kind": "char"}, "synthetic": {"characters": 60_000}},
+    "n_heads": 2,
+    "head_dim": 8,
+    "block_size": 32,
+    "batch_size": 8,
+    "max_tokens": 8192,
+    "eval_every_tokens": 1024,
+    "eval_max_blocks": 16,
+    "sample_tokens": 0,
+    "warmup_tokens": 512,
+    "device": "cpu",
+    "num_threads": 1,
+    "cooldown_fraction": 0.2,
+}
 
 
-def rank_agreement(curves: pd.DataFrame, rungs: Sequence[float], rung_metric: str = "val_bpc",
-                   final_metric: str = "val_bpc") -> list[dict[str, Any]]:
+def rank_agreement(
+    curves: pd.DataFrame, rungs: Sequence[float], rung_metric: str = "val_bpc", final_metric: str = "val_bpc"
+) -> list[dict[str, Any]]:
     """Kendall τ between the ranking by ``rung_metric`` at each rung and by ``final_metric`` at the last tokens.
 
     ``curves``: a row per evaluation, a curve per (config_id, seed), with ``tokens`` and the metric columns. A
@@ -83,8 +98,12 @@ def record_smoke(workdir: Path) -> dict[str, pd.DataFrame]:
             config = workdir / f"{schedule}-{index}.yaml"
             config.write_text(yaml.safe_dump({**SMOKE_BASE, **params, **extra}), encoding="utf-8")
             run_dir = workdir / "runs" / config.stem
-            done = subprocess.run([sys.executable, "-m", "tune_jobs.cli.main", "train", str(config), "--run-dir",
-                                   str(run_dir)], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+            done = subprocess.run(
+                [sys.executable, "-m", "tune_jobs.cli.main", "train", str(config), "--run-dir", str(run_dir)],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).parents[1],
+            )
             if done.returncode != 0:
                 sys.exit(f"textune train {config} failed:\n{done.stderr}")
             for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
@@ -95,25 +114,35 @@ def record_smoke(workdir: Path) -> dict[str, pd.DataFrame]:
 def measure_smoke() -> dict[str, list[dict[str, Any]]]:
     with tempfile.TemporaryDirectory(prefix="textune-rank-") as workdir:
         curves = record_smoke(Path(workdir))
-    return {"cosine": rank_agreement(curves["cosine"], SMOKE_RUNGS),
-            "wsd-stable": rank_agreement(curves["wsd"], SMOKE_RUNGS, rung_metric="stable_val_bpc"),
-            "wsd-annealed": rank_agreement(curves["wsd"], SMOKE_RUNGS)}
+    return {
+        "cosine": rank_agreement(curves["cosine"], SMOKE_RUNGS),
+        "wsd-stable": rank_agreement(curves["wsd"], SMOKE_RUNGS, rung_metric="stable_val_bpc"),
+        "wsd-annealed": rank_agreement(curves["wsd"], SMOKE_RUNGS),
+    }
 
 
 def measure_table(directory: Path) -> dict[str, list[dict[str, Any]]]:
     from tune_jobs.replay.table import load_table
-    from tune_jobs.search import rung_milestones
 
     table = load_table(directory)
     if table.mode != "min":
         sys.exit(f"{directory}: rank agreement is measured on tables of a metric to minimise")
-    return {"cosine": rank_agreement(table.curves, rung_milestones(table.spec), table.metric, table.metric)}
+    return {"cosine": rank_agreement(table.curves, replay_rungs(table), table.metric, table.metric)}
+
+
+def replay_rungs(table: Any) -> list[float]:
+    """The rungs a replayed ASHA strategy has on ``table`` (grace period = eval_every_tokens, reduction factor 3,
+    as benchmarks/bench_search_sim.py replays it): a table is recorded with FIFO, so its own spec has none."""
+    from tune_jobs.replay.strategies import Strategy, strategy_spec
+    from tune_jobs.search import rung_milestones
+
+    asha = Strategy("random", "asha", table.spec.budget.eval_every_tokens, REPLAY_REDUCTION_FACTOR)
+    return rung_milestones(strategy_spec(table, asha, 0, 1))
 
 
 def markdown(results: dict[str, list[dict[str, Any]]]) -> str:
     rungs = sorted({row["rung"] for rows in results.values() for row in rows})
-    lines = ["| variant | " + " | ".join(f"τ at {rung:,.0f}" for rung in rungs) + " |",
-             "|---|" + "---|" * len(rungs)]
+    lines = ["| variant | " + " | ".join(f"τ at {rung:,.0f}" for rung in rungs) + " |", "|---|" + "---|" * len(rungs)]
     for variant, rows in results.items():
         by_rung = {row["rung"]: row for row in rows}
         cells = [f"{by_rung[r]['tau']:.2f} (n={by_rung[r]['curves']})" if r in by_rung else "" for r in rungs]
@@ -129,8 +158,13 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     results = measure_smoke() if args.smoke else measure_table(args.table)
-    record = {"source": "smoke" if args.smoke else str(args.table), "results": results,
-              "machine": machine_description(), "load": load_note(), "seconds": time.perf_counter() - started}
+    record = {
+        "source": "smoke" if args.smoke else str(args.table),
+        "results": results,
+        "machine": machine_description(),
+        "load": load_note(),
+        "seconds": time.perf_counter() - started,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"rank_agreement{'_smoke' if args.smoke else '_' + args.table.name}.json"
     out.write_text(json.dumps(record, indent=2, allow_nan=True) + "\n", encoding="utf-8")

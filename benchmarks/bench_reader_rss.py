@@ -45,15 +45,22 @@ sys.stdin.read()  # stay alive until every reader has been measured
 
 def measure(dataset_dir: Path, readers: int, mode: str) -> list[int]:
     """Pss growth (bytes) of each of ``readers`` concurrent reader processes."""
-    procs = [subprocess.Popen([sys.executable, "-c", READER, str(dataset_dir), mode], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True) for _ in range(readers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER, str(dataset_dir), mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(readers)
+    ]
     try:
         before = [int(p.stdout.readline()) for p in procs]  # every reader has touched all of its data
         after = [_pss_kb(p.pid) for p in procs]
     finally:
         for p in procs:
             p.communicate(timeout=60)
-    return [(a - b) * 1024 for a, b in zip(after, before)]
+    return [(a - b) * 1024 for a, b in zip(after, before, strict=True)]
 
 
 def _pss_kb(pid: int) -> int:
@@ -75,14 +82,21 @@ def main() -> None:
         size = sum(p.stat().st_size for p in dataset_dir.glob("*.arrow"))
         growth = {f"{mode}_{n}": measure(dataset_dir, n, mode) for mode in ("mmap", "copy") for n in (1, 4)}
     extra = {mode: (sum(growth[f"{mode}_4"]) - sum(growth[f"{mode}_1"])) / 3 / size for mode in ("mmap", "copy")}
-    result = {"benchmark": "reader_rss", "dataset_bytes": size, "pss_growth_bytes": growth,
-              "extra_reader_fraction_of_dataset": extra, "machine": machine}
+    result = {
+        "benchmark": "reader_rss",
+        "dataset_bytes": size,
+        "pss_growth_bytes": growth,
+        "extra_reader_fraction_of_dataset": extra,
+        "machine": machine,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_reader_rss.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| memory per extra reader (4 readers vs 1, {size / 1e6:.0f} MB dataset, Pss growth) | "
-          f"{extra['mmap']:.1%} of the dataset ({sum(growth['mmap_4']) / 1e6:.0f} MB for 4 readers, "
-          f"{sum(growth['mmap_1']) / 1e6:.0f} MB for 1) | private-copy readers: {extra['copy']:.0%} per extra reader | "
-          f"`.venv/bin/python -m benchmarks.bench_reader_rss` | {result['machine']} |")
+    print(
+        f"| memory per extra reader (4 readers vs 1, {size / 1e6:.0f} MB dataset, Pss growth) | "
+        f"{extra['mmap']:.1%} of the dataset ({sum(growth['mmap_4']) / 1e6:.0f} MB for 4 readers, "
+        f"{sum(growth['mmap_1']) / 1e6:.0f} MB for 1) | private-copy readers: {extra['copy']:.0%} per extra reader | "
+        f"`.venv/bin/python -m benchmarks.bench_reader_rss` | {result['machine']} |"
+    )
 
 
 if __name__ == "__main__":

@@ -22,9 +22,18 @@ from pathlib import Path
 
 from benchmarks.machine import RESULTS, load_note, machine_description
 
-SEARCH = ("num_samples=8", "max_concurrent_trials=2", "data.synthetic.characters=60000", "model.n_layers=1",
-          "model.block_size=32", "model.eval_max_blocks=4", "budget.max_tokens=8192",
-          "budget.eval_every_tokens=1024", "scheduler.grace_period_tokens=1024", "scheduler.reduction_factor=2")
+SEARCH = (
+    "num_samples=8",
+    "max_concurrent_trials=2",
+    "data.synthetic.characters=60000",
+    "model.n_layers=1",
+    "model.block_size=32",
+    "model.eval_max_blocks=4",
+    "budget.max_tokens=8192",
+    "budget.eval_every_tokens=1024",
+    "scheduler.grace_period_tokens=1024",
+    "scheduler.reduction_factor=2",
+)
 
 
 def timed_cli(*args: str) -> float:
@@ -61,22 +70,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-report-") as scratch:
         experiment = args.experiment
         if experiment is None:
-            timed_cli("run", "tune_jobs/configs/quickstart.yaml", "--name", "bench-report",
-                      *[f"--set={setting}" for setting in (*SEARCH, f"storage={scratch}")])
+            timed_cli(
+                "run",
+                "tune_jobs/configs/quickstart.yaml",
+                "--name",
+                "bench-report",
+                *[f"--set={setting}" for setting in (*SEARCH, f"storage={scratch}")],
+            )
             experiment = f"{scratch}/bench-report"
         best_s = timed_cli("best", experiment)
         report_s = timed_cli("report", experiment, "--out", f"{scratch}/report")
         all_cores = os.cpu_count() or 1
         sampling = {threads: sampling_seconds(experiment, threads, args.repeats) for threads in (all_cores, 1)}
-    result = {"machine": machine, "report_s": report_s, "best_s": best_s,
-              "sampling_s_by_threads": sampling}
+    result = {"machine": machine, "report_s": report_s, "best_s": best_s, "sampling_s_by_threads": sampling}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_report.json").write_text(json.dumps(result, indent=2))
-    print(f"| `textune report` wall time, 8-trial search (3 configs x 3 samples x 200 tokens, 3 figures, page) | "
-          f"{report_s:.1f} s; its sampling {sampling[1]:.2f} s with 1 torch thread | `textune best` {best_s:.1f} s "
-          f"(report x{report_s / best_s:.1f}); sampling with {all_cores} threads {sampling[all_cores]:.2f} s "
-          f"(1 thread x{sampling[all_cores] / sampling[1]:.1f} faster) | "
-          f"`.venv/bin/python -m benchmarks.bench_report` | {machine} |")
+    print(
+        f"| `textune report` wall time, 8-trial search (3 configs x 3 samples x 200 tokens, 3 figures, page) | "
+        f"{report_s:.1f} s; its sampling {sampling[1]:.2f} s with 1 torch thread | `textune best` {best_s:.1f} s "
+        f"(report x{report_s / best_s:.1f}); sampling with {all_cores} threads {sampling[all_cores]:.2f} s "
+        f"(1 thread x{sampling[all_cores] / sampling[1]:.1f} faster) | "
+        f"`.venv/bin/python -m benchmarks.bench_report` | {machine} |"
+    )
 
 
 if __name__ == "__main__":

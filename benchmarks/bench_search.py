@@ -42,8 +42,7 @@ PLOT = Path(__file__).resolve().parents[1] / "docs" / "search-efficiency.png"
 RUNS = RESULTS / "search-runs"
 WITHIN = 0.02
 DATA = {"source": "synthetic", "synthetic": {"characters": 300_000, "words": 30, "branching": 4}}
-MODEL = {"n_layers": 2, "n_heads": 2, "block_size": 64, "eval_max_blocks": 8, "sample_tokens": 0,
-         "warmup_tokens": 2048}
+MODEL = {"n_layers": 2, "n_heads": 2, "block_size": 64, "eval_max_blocks": 8, "sample_tokens": 0, "warmup_tokens": 2048}
 LR_RANGE = (2e-3, 3e-2)
 SAMPLED = {"lr": {"loguniform": list(LR_RANGE)}, "head_dim": {"choice": [8, 32]}, "batch_size": {"choice": [8, 16]}}
 STRATEGIES = {
@@ -59,8 +58,11 @@ def grid_space(trials: int) -> dict[str, Any]:
     count = max(1, trials // 4)
     low, high = np.log(LR_RANGE)
     lrs = np.exp(low + (np.arange(count) + 0.5) / count * (high - low))
-    return {"lr": {"grid": [float(f"{lr:.3g}") for lr in lrs]}, "head_dim": {"grid": [8, 32]},
-            "batch_size": {"grid": [8, 16]}}
+    return {
+        "lr": {"grid": [float(f"{lr:.3g}") for lr in lrs]},
+        "head_dim": {"grid": [8, 32]},
+        "batch_size": {"grid": [8, 16]},
+    }
 
 
 def best_curve(evaluations: pd.DataFrame, metric: str = "val_bpc") -> pd.DataFrame:
@@ -90,20 +92,29 @@ def search_evaluations(strategy: str, seed: int, trials: int, max_tokens: int) -
 
 
 def run_search(strategy: str, seed: int, trials: int, max_tokens: int, name: str, storage: str) -> pd.DataFrame:
-    from tune_jobs.results import collect
+    from tune_jobs.results.collect import collect
     from tune_jobs.runner import run_job
     from tune_jobs.spec import JobSpec
 
     algorithm, scheduler = STRATEGIES[strategy]
     space = grid_space(trials) if algorithm == "grid" else SAMPLED
     eval_every = max_tokens // 5
-    spec = JobSpec.model_validate({
-        "name": name, "data": DATA, "model": MODEL, "space": space,
-        "budget": {"max_tokens": max_tokens, "eval_every_tokens": eval_every},
-        "search": {"algorithm": algorithm},
-        "scheduler": {"kind": scheduler, "grace_period_tokens": eval_every, "reduction_factor": 3},
-        "num_samples": 1 if algorithm == "grid" else trials, "max_concurrent_trials": 2, "seed": seed,
-        "storage": storage, "keep_checkpoints": 1})
+    spec = JobSpec.model_validate(
+        {
+            "name": name,
+            "data": DATA,
+            "model": MODEL,
+            "space": space,
+            "budget": {"max_tokens": max_tokens, "eval_every_tokens": eval_every},
+            "search": {"algorithm": algorithm},
+            "scheduler": {"kind": scheduler, "grace_period_tokens": eval_every, "reduction_factor": 3},
+            "num_samples": 1 if algorithm == "grid" else trials,
+            "max_concurrent_trials": 2,
+            "seed": seed,
+            "storage": storage,
+            "keep_checkpoints": 1,
+        }
+    )
     return collect(run_job(spec), spec).evaluations
 
 
@@ -118,10 +129,16 @@ def plot(curves: dict[tuple[str, int], pd.DataFrame], floor_bpc: float) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.2))
-    colors = dict(zip(STRATEGIES, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
+    colors = dict(zip(STRATEGIES, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True))
     for (strategy, seed), curve in curves.items():
-        axes.step(curve["tokens"] / 1e6, curve["best"], where="post", color=colors[strategy], alpha=0.8,
-                  label=strategy if seed == min(s for _, s in curves) else None)
+        axes.step(
+            curve["tokens"] / 1e6,
+            curve["best"],
+            where="post",
+            color=colors[strategy],
+            alpha=0.8,
+            label=strategy if seed == min(s for _, s in curves) else None,
+        )
     axes.axhline(floor_bpc, color="black", linestyle="--", linewidth=1, label="entropy floor")
     axes.set_yscale("log")  # the differences that matter are near the floor, far below the first evaluations
     axes.set_xlabel("total training tokens (millions)")
@@ -143,17 +160,16 @@ def main() -> None:
 
     import ray
 
+    from cluster.connection import EMBEDDED, connect
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     machine = f"{machine_description()}, {load_note()}"
-    # "local": a Ray of its own, never another one running on this machine.
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     evaluations: dict[tuple[str, int], pd.DataFrame] = {}
-    try:
+    # A Ray of its own, never another one running on this machine, started as `textune run` starts one.
+    with connect(EMBEDDED, num_cpus=2, log_to_driver=False):
         for seed in args.seeds:
             for strategy in STRATEGIES:
                 evaluations[strategy, seed] = search_evaluations(strategy, seed, args.trials, args.max_tokens)
-    finally:
-        ray.shutdown()
     curves = {key: best_curve(table) for key, table in evaluations.items()}
     floor_bpc = float(next(iter(evaluations.values()))["floor_bpc"].iloc[0])
     summary: dict[str, Any] = {}
@@ -162,27 +178,44 @@ def main() -> None:
         for seed in args.seeds:
             best_of_seed = min(curves[s, seed]["best"].iloc[-1] for s in STRATEGIES)
             curve = curves[strategy, seed]
-            rows.append({"best_val_bpc": float(curve["best"].iloc[-1]), "tokens": float(curve["tokens"].iloc[-1]),
-                         "tokens_to_within_2pct": tokens_to_reach(curve, best_of_seed * (1 + WITHIN))})
+            rows.append(
+                {
+                    "best_val_bpc": float(curve["best"].iloc[-1]),
+                    "tokens": float(curve["tokens"].iloc[-1]),
+                    "tokens_to_within_2pct": tokens_to_reach(curve, best_of_seed * (1 + WITHIN)),
+                }
+            )
         frame = pd.DataFrame(rows)
-        summary[strategy] = {"per_seed": rows, "mean_best_val_bpc": frame["best_val_bpc"].mean(),
-                             "mean_tokens": frame["tokens"].mean(),
-                             "seeds_within_2pct": int(frame["tokens_to_within_2pct"].map(math.isfinite).sum()),
-                             "median_tokens_to_within_2pct": frame["tokens_to_within_2pct"].median()}
+        summary[strategy] = {
+            "per_seed": rows,
+            "mean_best_val_bpc": frame["best_val_bpc"].mean(),
+            "mean_tokens": frame["tokens"].mean(),
+            "seeds_within_2pct": int(frame["tokens_to_within_2pct"].map(math.isfinite).sum()),
+            "median_tokens_to_within_2pct": frame["tokens_to_within_2pct"].median(),
+        }
     plot(curves, floor_bpc)
-    result = {"seeds": args.seeds, "trials": args.trials, "max_tokens": args.max_tokens, "floor_bpc": floor_bpc,
-              "strategies": summary, "machine": machine, "ray": ray.__version__}
+    result = {
+        "seeds": args.seeds,
+        "trials": args.trials,
+        "max_tokens": args.max_tokens,
+        "floor_bpc": floor_bpc,
+        "strategies": summary,
+        "machine": machine,
+        "ray": ray.__version__,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_search.json").write_text(json.dumps(result, indent=2))
     baseline = summary["random+fifo"]["mean_tokens"]
     for strategy, figures in summary.items():
-        print(f"| search efficiency, {strategy} ({len(args.seeds)} seeds x {args.trials} trials x "
-              f"{args.max_tokens // 1000}k tokens) | best val_bpc {figures['mean_best_val_bpc']:.3f}, "
-              f"{figures['mean_tokens'] / 1e6:.2f}M tokens, within 2% of the best on {figures['seeds_within_2pct']}"
-              f"/{len(args.seeds)} seeds (median tokens to get there: "
-              f"{_millions(figures['median_tokens_to_within_2pct'])}) | "
-              f"random+fifo: {baseline / 1e6:.2f}M tokens (x{figures['mean_tokens'] / baseline:.2f}) | "
-              f"`.venv/bin/python -m benchmarks.bench_search` | {result['machine']} |")
+        print(
+            f"| search efficiency, {strategy} ({len(args.seeds)} seeds x {args.trials} trials x "
+            f"{args.max_tokens // 1000}k tokens) | best val_bpc {figures['mean_best_val_bpc']:.3f}, "
+            f"{figures['mean_tokens'] / 1e6:.2f}M tokens, within 2% of the best on {figures['seeds_within_2pct']}"
+            f"/{len(args.seeds)} seeds (median tokens to get there: "
+            f"{_millions(figures['median_tokens_to_within_2pct'])}) | "
+            f"random+fifo: {baseline / 1e6:.2f}M tokens (x{figures['mean_tokens'] / baseline:.2f}) | "
+            f"`.venv/bin/python -m benchmarks.bench_search` | {result['machine']} |"
+        )
 
 
 if __name__ == "__main__":

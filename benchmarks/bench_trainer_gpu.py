@@ -18,8 +18,15 @@ import torch
 from benchmarks.bench_trainer import SHAKESPEARE, default_trial_config, measure, write_result
 
 DATASHEET_BF16_DENSE = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-MODEL = {"n_layers": 8, "n_heads": 8, "head_dim": 64, "block_size": 512, "batch_size": 32, "compile": True,
-         "device": "cuda"}
+MODEL = {
+    "n_layers": 8,
+    "n_heads": 8,
+    "head_dim": 64,
+    "block_size": 512,
+    "batch_size": 32,
+    "compile": True,
+    "device": "cuda",
+}
 
 
 def main() -> None:
@@ -37,11 +44,13 @@ def main() -> None:
         result["mfu_trainer_datasheet"] = result["flops_per_token"] * rate / datasheet
     write_result("bench_trainer_gpu", result)
     vs_datasheet = f", {result['mfu_trainer_datasheet']:.1%} of datasheet bf16 peak" if datasheet is not None else ""
-    print(f"| GPU trainer throughput, {result['params'] / 1e6:.1f}M-param Transformer, bf16 + compile | "
-          f"{rate:,.0f} tokens/s = {result['ratio_wall']:.3f}x hand-written loop; MFU {result['mfu_trainer']:.1%} of "
-          f"measured bf16 matmul peak {result['matmul_peak_flops'] / 1e12:.0f} TFLOP/s{vs_datasheet} | "
-          f"hand-written loop {result['tokens_per_s']['handwritten']['wall']:,.0f} tokens/s | "
-          f"`.venv/bin/python -m benchmarks.bench_trainer_gpu` | {result['device']} |")
+    print(
+        f"| GPU trainer throughput, {result['params'] / 1e6:.1f}M-param Transformer, bf16 + compile | "
+        f"{rate:,.0f} tokens/s = {result['ratio_wall']:.3f}x hand-written loop; MFU {result['mfu_trainer']:.1%} of "
+        f"measured bf16 matmul peak {result['matmul_peak_flops'] / 1e12:.0f} TFLOP/s{vs_datasheet} | "
+        f"hand-written loop {result['tokens_per_s']['handwritten']['wall']:,.0f} tokens/s | "
+        f"`.venv/bin/python -m benchmarks.bench_trainer_gpu` | {result['device']} |"
+    )
 
 
 if __name__ == "__main__":

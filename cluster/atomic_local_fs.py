@@ -1,4 +1,5 @@
-"""Local storage for Ray Tune where every file written appears whole or not at all.
+"""Local storage for Ray Tune where every file written appears whole or not at all, and one snapshot's state
+files appear together or not at all.
 
 Ray Tune keeps the experiment's state (trial table, searcher state) in a staging directory and copies it onto
 the storage after each snapshot, file by file and in place (``pyarrow.fs.copy_files``). On an object store
@@ -11,6 +12,13 @@ of the run or resume). A write that fails (a full disk) removes its staging file
 Ray Tune logs the failed snapshot and goes on, and the experiment stays resumable from the snapshot before.
 Trial checkpoints travel through it too.
 
+Whole files are not enough for a snapshot: Ray Tune uploads its files (the trial table, the searcher's two
+files, the callbacks' state) from parallel threads, each on its own, and only logs a failed one. A disk that
+fills mid-upload kept the 2 KB searcher state of a snapshot whose 37 KB trial table did not fit, and the resume
+then never ran the trials the searcher had created since. So the files of one snapshot (one upload of a
+directory: the same session's files, each written once) wait, complete, under their hidden names until every
+one of them is complete, and are then renamed together; one failed write discards them all (:class:`_Round`).
+
 Only writes differ from ``pyarrow.fs.LocalFileSystem``; reads, listings and deletes are passed through.
 """
 
@@ -20,7 +28,9 @@ import contextlib
 import errno
 import io
 import os
+import re
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,13 @@ import pyarrow
 import pyarrow.fs as pafs
 
 PARTIAL_MARK = ".partial-"
+# Ray Tune 2.60's snapshot files (the CKPT_FILE_TMPL of TuneController, SearchGenerator, Searcher,
+# BasicVariantGenerator and CallbackList): KIND-SESSION.json|pkl, SESSION the driver session's start time.
+SNAPSHOT_FILE = re.compile(
+    r"(experiment_state|search_gen_state|searcher-state|basic-variant-state|callback-states)"
+    r"-(.+)\.(?:json|pkl)"
+)
+TRIAL_TABLE = "experiment_state"  # in every snapshot
 
 
 class _ReplaceOnClose(io.FileIO):
@@ -44,8 +61,17 @@ class _ReplaceOnClose(io.FileIO):
         directory, name = os.path.split(target)
         self._staging = os.path.join(directory, f".{name}{PARTIAL_MARK}{secrets.token_hex(4)}")
         self._target = target
-        # Created like any new file (mode 0666 less the umask), not private as mkstemp's would be.
-        super().__init__(self._staging, "xb")
+        match = SNAPSHOT_FILE.fullmatch(name)
+        self.kind = match[1] if match else ""
+        # A snapshot file is renamed with the rest of its snapshot's files, which joined the same round.
+        self._round = _Round.join(os.path.normpath(directory), match[1], match[2]) if match else None
+        try:
+            # Created like any new file (mode 0666 less the umask), not private as mkstemp's would be.
+            super().__init__(self._staging, "xb")
+        except BaseException:
+            if self._round is not None:
+                self._round.fail()
+            raise
 
     def write(self, data: Any) -> int:
         # A raw write may take fewer bytes than given (a disk filling up takes what fits), and pyarrow's
@@ -74,8 +100,9 @@ class _ReplaceOnClose(io.FileIO):
             with contextlib.suppress(OSError):  # the write is given up: a failed flush on close changes nothing
                 super().close()
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._staging)
+            self.discard()
+            if self._round is not None:
+                self._round.fail()
 
     def close(self) -> None:
         if self.closed:
@@ -83,14 +110,101 @@ class _ReplaceOnClose(io.FileIO):
         try:
             super().close()  # where a disk reports a failed write only now (NFS), this raises
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._staging)
+            self.discard()
+            if self._round is not None:
+                self._round.fail()
             raise
+        if self._round is None:
+            self.commit()
+        else:
+            self._round.arrive(self)
+
+    def commit(self) -> None:
+        """Replace the target with the complete staging file (after a successful close)."""
         os.replace(self._staging, self._target)
+
+    def discard(self) -> None:
+        """Remove the staging file; the target keeps its old content."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._staging)
 
     def __del__(self) -> None:
         # io.IOBase's finalizer would call close(), committing whatever a dropped stream had written so far.
         self.abort()
+
+
+class _Round:
+    """One upload of one snapshot's files (one directory, one session): renamed together, or not at all.
+
+    Ray Tune writes every file of its staging directory in each upload, each once, and starts an upload only when
+    the one before has ended; so a kind written again starts the next round. A round commits (renames every file)
+    once it holds a complete file of every kind it expects and of every kind opened in it; one failed write,
+    open or close discards the round's files, including those still being written. It expects the kinds the
+    round before it held, and, in the first round of a process, the kinds already on storage (a resume's new
+    session writes what the session before wrote) plus the trial table. A round that never got an expected kind
+    is discarded when the next one starts, which expects what it did get.
+    """
+
+    _lock = threading.RLock()  # re-entrant: a stream dropped unclosed fails its round from the collector
+    _current: dict[tuple[str, str], _Round] = {}  # by (directory, session), in this process
+
+    def __init__(self, expected: frozenset[str]) -> None:
+        self.expected = expected
+        self.opened: set[str] = set()
+        self.written: dict[str, _ReplaceOnClose] = {}  # by kind: closed complete, waiting for the rest
+        self.state = "open"  # then "committed" or "failed"
+
+    @classmethod
+    def join(cls, directory: str, kind: str, session: str) -> _Round:
+        """The round a new file of ``kind`` belongs to."""
+        with cls._lock:
+            previous = cls._current.get((directory, session))
+            if previous is not None and kind not in previous.opened:
+                current = previous  # a later file of the same upload, also of a round already ended
+            elif previous is None:
+                current = cls(frozenset(_kinds_on_storage(directory) | {TRIAL_TABLE}))
+            elif previous.state == "failed":  # what it opened is no guide: a copy may stop at its first error
+                current = cls(previous.expected | previous.opened)
+            else:
+                if previous.state == "open":  # incomplete: a kind it expected (from storage) never came
+                    previous.fail()
+                current = cls(frozenset(previous.opened))
+            cls._current[(directory, session)] = current
+            current.opened.add(kind)
+            return current
+
+    def arrive(self, written: _ReplaceOnClose) -> None:
+        """``written`` closed complete: keep it for the commit, or follow the round's end."""
+        with self._lock:
+            if self.state == "failed":
+                written.discard()
+            elif self.state == "committed":  # a kind the round did not expect, late: it cannot wait for a next one
+                written.commit()
+            else:
+                self.written[written.kind] = written
+                if self.expected <= self.written.keys() and self.opened == self.written.keys():
+                    self.state = "committed"
+                    for kind in sorted(self.written):
+                        self.written[kind].commit()
+
+    def fail(self) -> None:
+        """A write of this round failed: discard its files, now and as the others arrive."""
+        with self._lock:
+            if self.state != "open":
+                return
+            self.state = "failed"
+            for waiting in self.written.values():
+                waiting.discard()
+            self.written.clear()
+
+
+def _kinds_on_storage(directory: str) -> set[str]:
+    """The kinds of snapshot files in ``directory`` (committed ones: the hidden staging files do not match)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return set()
+    return {match[1] for name in names if (match := SNAPSHOT_FILE.fullmatch(name))}
 
 
 class AtomicLocalHandler(pafs.FileSystemHandler):

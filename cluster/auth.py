@@ -18,8 +18,10 @@ MODE_VAR = "RAY_AUTH_MODE"
 TOKEN_VAR = "RAY_AUTH_TOKEN"
 TOKEN_PATH_VAR = "RAY_AUTH_TOKEN_PATH"
 DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"
-SET_TOKEN_HINT = (f"Set {TOKEN_PATH_VAR} to the cluster's token file (or {TOKEN_VAR} to the token itself) "
-                  f"and {MODE_VAR}=token; for a local cluster, `textune cluster status` shows its token file.")
+SET_TOKEN_HINT = (
+    f"Set {TOKEN_PATH_VAR} to the cluster's token file (or {TOKEN_VAR} to the token itself) "
+    f"and {MODE_VAR}=token; for a local cluster, `textune cluster status` shows its token file."
+)
 
 
 def token_source() -> str | None:
@@ -29,8 +31,9 @@ def token_source() -> str | None:
     path = os.environ.get(TOKEN_PATH_VAR)
     if path:
         if not Path(path).expanduser().is_file():
-            raise TextuneError(f"{TOKEN_PATH_VAR}={path} names a file that does not exist.",
-                               "Point it at the cluster's token file.")
+            raise TextuneError(
+                f"{TOKEN_PATH_VAR}={path} names a file that does not exist.", "Point it at the cluster's token file."
+            )
         return f"{TOKEN_PATH_VAR}={path}"
     if DEFAULT_TOKEN_PATH.is_file():
         return str(DEFAULT_TOKEN_PATH)

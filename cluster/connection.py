@@ -25,9 +25,10 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from cluster import auth, ray_private
 from cluster.local_state import read_state, recorded_cluster_at
@@ -56,6 +57,10 @@ class ClusterAddress:
         return (RAY_CLIENT_PREFIX + self.gcs_address) if self.ray_client else self.gcs_address
 
 
+# An embedded local Ray whatever $RAY_ADDRESS says: for tests and benchmarks that need a Ray of their own.
+EMBEDDED = ClusterAddress(None, None)
+
+
 def resolve_address(address: str | None, state_directory: Path | None = None) -> ClusterAddress:
     """Turn the user's ``--address`` into what to connect to (see the module docstring); ``state_directory``
     holds the record of a ``textune cluster up`` cluster (default: the cache's)."""
@@ -73,12 +78,13 @@ def resolve_address(address: str | None, state_directory: Path | None = None) ->
         if address.startswith(("http://", "https://")):
             address = recorded.gcs_address  # the recorded cluster's Jobs API URL: its GCS address is known
     if address.startswith(("http://", "https://")):
-        raise TextuneError(f'--address "{address}" is a dashboard (Jobs API) URL, which only `textune submit` '
-                           "and `textune jobs` use.",
-                           "To run a search on the cluster, give the head's GCS address HOST:6379 (or "
-                           "ray://HOST:10001), or submit the job with `textune submit JOB.yaml --address URL`.")
+        raise TextuneError(
+            f'--address "{address}" is a dashboard (Jobs API) URL, which only `textune submit` and `textune jobs` use.',
+            "To run a search on the cluster, give the head's GCS address HOST:6379 (or "
+            "ray://HOST:10001), or submit the job with `textune submit JOB.yaml --address URL`.",
+        )
     ray_client = address.startswith(RAY_CLIENT_PREFIX)
-    host_port = address[len(RAY_CLIENT_PREFIX):] if ray_client else address
+    host_port = address[len(RAY_CLIENT_PREFIX) :] if ray_client else address
     _split_host_port(host_port)
     return ClusterAddress(given, host_port, ray_client)
 
@@ -91,16 +97,20 @@ def _auto_address(state_directory: Path | None) -> str:
         return state.gcs_address
     found = ray_private.local_cluster_address()
     if found is None:
-        raise TextuneError('--address auto found no running cluster on this machine.',
-                           "Start one with `textune cluster up`, or give the head's address HOST:6379.")
+        raise TextuneError(
+            "--address auto found no running cluster on this machine.",
+            "Start one with `textune cluster up`, or give the head's address HOST:6379.",
+        )
     return found
 
 
 def _split_host_port(host_port: str) -> tuple[str, int]:
     host, sep, port = host_port.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise TextuneError(f'--address "{host_port}" is not HOST:PORT.',
-                           "Give the head's GCS address, e.g. 10.0.0.5:6379, or ray://HOST:10001, or auto.")
+        raise TextuneError(
+            f'--address "{host_port}" is not HOST:PORT.',
+            "Give the head's GCS address, e.g. 10.0.0.5:6379, or ray://HOST:10001, or auto.",
+        )
     return host.strip("[]"), int(port)
 
 
@@ -112,10 +122,11 @@ def check_reachable(host_port: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
             pass
     except OSError as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        raise TextuneError(f"cannot reach a Ray cluster at {host_port} ({reason}).",
-                           "Check that the head node is up and the address and port are right (GCS port, "
-                           "6379 by default); from outside the cluster's network use an SSH tunnel or VPN.") \
-            from exc
+        raise TextuneError(
+            f"cannot reach a Ray cluster at {host_port} ({reason}).",
+            "Check that the head node is up and the address and port are right (GCS port, "
+            "6379 by default); from outside the cluster's network use an SSH tunnel or VPN.",
+        ) from exc
 
 
 def check_token(gcs_address: str) -> None:
@@ -131,15 +142,19 @@ def check_token(gcs_address: str) -> None:
             ray_private.check_gcs_accepts(gcs_address)
     except AuthenticationError as exc:
         if source is None:
-            raise TextuneError(f"the Ray cluster at {gcs_address} requires an auth token and none is set.",
-                               auth.SET_TOKEN_HINT) from exc
-        raise TextuneError(f"the Ray cluster at {gcs_address} rejected the auth token from {source}.",
-                           auth.SET_TOKEN_HINT) from exc
-    except Exception as exc:  # noqa: BLE001 - Ray raises several types for a port that is not a GCS
-        raise TextuneError(f"{gcs_address} accepts connections but no Ray GCS of this version answers there "
-                           f"({type(exc).__name__}: {exc}).",
-                           "Give the head's GCS port (6379 by default), not the dashboard's or another "
-                           "service's, and use the cluster's Ray version.") from exc
+            raise TextuneError(
+                f"the Ray cluster at {gcs_address} requires an auth token and none is set.", auth.SET_TOKEN_HINT
+            ) from exc
+        raise TextuneError(
+            f"the Ray cluster at {gcs_address} rejected the auth token from {source}.", auth.SET_TOKEN_HINT
+        ) from exc
+    except Exception as exc:  # Ray raises several types for a port that is not a GCS
+        raise TextuneError(
+            f"{gcs_address} accepts connections but no Ray GCS of this version answers there "
+            f"({type(exc).__name__}: {exc}).",
+            "Give the head's GCS port (6379 by default), not the dashboard's or another "
+            "service's, and use the cluster's Ray version.",
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -163,8 +178,9 @@ def check_connectable(address: ClusterAddress) -> None:
         return
     auth.enable_token_mode()
     if os.environ.get(auth.MODE_VAR) == "token" and auth.token_source() is None:
-        raise TextuneError(f"{auth.MODE_VAR}=token is set but no auth token was found for {address.gcs_address}.",
-                           auth.SET_TOKEN_HINT)
+        raise TextuneError(
+            f"{auth.MODE_VAR}=token is set but no auth token was found for {address.gcs_address}.", auth.SET_TOKEN_HINT
+        )
     check_reachable(address.gcs_address)
     if not address.ray_client:
         check_token(address.gcs_address)
@@ -198,9 +214,14 @@ def _private_token() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def connect(address: str | ClusterAddress | None = None, *, num_cpus: int | None = None,
-            num_gpus: int | None = None, dashboard: bool = False,
-            **init_options: Any) -> Iterator[ClusterAddress]:
+def connect(
+    address: str | ClusterAddress | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    dashboard: bool = False,
+    **init_options: Any,
+) -> Iterator[ClusterAddress]:
     """``ray.init`` for ``address``; shuts Ray down on exit if this call started the connection.
 
     ``address`` is the user's ``--address``, or a :class:`ClusterAddress` the caller already resolved and
@@ -221,8 +242,13 @@ def connect(address: str | ClusterAddress | None = None, *, num_cpus: int | None
     with contextlib.ExitStack() as session:
         starting: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if resolved.gcs_address is None:
-            init_options.update(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=dashboard,
-                                dashboard_host=LOOPBACK, _node_ip_address=LOOPBACK)
+            init_options.update(
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                include_dashboard=dashboard,
+                dashboard_host=LOOPBACK,
+                _node_ip_address=LOOPBACK,
+            )
             session.enter_context(_private_token())  # for the whole session: Ray's processes start with it
             starting = ray_private.single_machine_ray()  # every process of it listens on 127.0.0.1 only
             log.info("starting an embedded local Ray (%s)", LOOPBACK)
@@ -232,8 +258,10 @@ def connect(address: str | ClusterAddress | None = None, *, num_cpus: int | None
             with starting:
                 ray.init(address=resolved.init_address, **init_options)
         except ConnectionError as exc:
-            raise TextuneError(f"could not connect to the Ray cluster at {resolved.init_address}: {exc}.",
-                               "Check the address and that the cluster runs the same Ray version.") from exc
+            raise TextuneError(
+                f"could not connect to the Ray cluster at {resolved.init_address}: {exc}.",
+                "Check the address and that the cluster runs the same Ray version.",
+            ) from exc
         try:
             yield resolved
         finally:

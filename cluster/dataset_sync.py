@@ -27,8 +27,10 @@ def upload_dataset(local_dir: Path, storage_uri: str, options: StorageOptions | 
     """Copy ``local_dir`` to ``<storage_uri>/datasets/<name>`` unless it is there already; its URI."""
     local_dir = Path(local_dir)
     if not is_complete(local_dir):
-        raise TextuneError(f"{local_dir} is not a prepared dataset (no {MANIFEST_FILE}).",
-                           "Prepare it first (`textune data prepare ...`).")
+        raise TextuneError(
+            f"{local_dir} is not a prepared dataset (no {MANIFEST_FILE}).",
+            "Prepare it first (`textune data prepare ...`).",
+        )
     filesystem, base = resolve_storage(storage_uri, options)
     remote = f"{base}/{REMOTE_FOLDER}/{local_dir.name}"
     uri = join_uri(storage_uri, REMOTE_FOLDER, local_dir.name)
@@ -60,12 +62,15 @@ def materialize_dataset(uri: str, options: StorageOptions | None = None) -> Path
         if is_complete(final):  # another trial on this node downloaded it while we waited
             return final
         if not _remote_is_complete(filesystem, remote):
-            raise TextuneError(f"dataset {uri} is missing or incomplete in storage (no {MANIFEST_FILE}).",
-                               "Run the search again from the driver: it uploads the prepared dataset first.")
+            raise TextuneError(
+                f"dataset {uri} is missing or incomplete in storage (no {MANIFEST_FILE}).",
+                "Run the search again from the driver: it uploads the prepared dataset first.",
+            )
         log.info("downloading dataset %s into %s", uri, final)
         with building(root, name) as temp:
-            pafs.copy_files(remote, str(temp), source_filesystem=filesystem,
-                            destination_filesystem=pafs.LocalFileSystem())
+            pafs.copy_files(
+                remote, str(temp), source_filesystem=filesystem, destination_filesystem=pafs.LocalFileSystem()
+            )
     return final
 
 

@@ -16,7 +16,8 @@ import re
 import time
 import urllib.parse
 import uuid
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from cluster import auth
 from cluster.job_entrypoint import JOB_SPEC_VAR
@@ -55,9 +56,10 @@ def job_client(address: str) -> Any:
         problem = f"rejected the auth token from {source}" if source else "requires an auth token and none is set"
         raise TextuneError(f"the Jobs API at {address} {problem}.", auth.SET_TOKEN_HINT) from exc
     except ConnectionError as exc:
-        raise TextuneError(f"cannot reach the Jobs API at {address}.",
-                           "Check the head's dashboard address and port (8265 by default) and that the "
-                           "tunnel or proxy to it is up.") from exc
+        raise TextuneError(
+            f"cannot reach the Jobs API at {address}.",
+            "Check the head's dashboard address and port (8265 by default) and that the tunnel or proxy to it is up.",
+        ) from exc
 
 
 def _check_jobs_url(address: str) -> None:
@@ -77,9 +79,11 @@ def _check_jobs_url(address: str) -> None:
             problem = "port 0 is no server's port"
         else:
             return
-    raise TextuneError(f'--address "{address}" is not a Jobs API URL ({problem}).',
-                       "Give the head's dashboard URL, http://HOST:PORT with a port from 1 to 65535, e.g. "
-                       "http://127.0.0.1:8265 (through an SSH tunnel or a TLS proxy for a remote cluster).")
+    raise TextuneError(
+        f'--address "{address}" is not a Jobs API URL ({problem}).',
+        "Give the head's dashboard URL, http://HOST:PORT with a port from 1 to 65535, e.g. "
+        "http://127.0.0.1:8265 (through an SSH tunnel or a TLS proxy for a remote cluster).",
+    )
 
 
 def shipped_package_dirs() -> list[str]:
@@ -92,17 +96,22 @@ def shipped_package_dirs() -> list[str]:
         found = importlib.util.find_spec(name)
         locations = list(found.submodule_search_locations or []) if found is not None else []
         if len(locations) != 1:  # only a broken install gets here: textune imports these packages itself
-            raise TextuneError(f"cannot ship textune's package {name!r} to the cluster: this Python finds it "
-                               f"in {len(locations)} places ({', '.join(locations) or 'none'}).",
-                               "Reinstall textune (pip install textune, or pip install -e . in a checkout).")
+            raise TextuneError(
+                f"cannot ship textune's package {name!r} to the cluster: this Python finds it "
+                f"in {len(locations)} places ({', '.join(locations) or 'none'}).",
+                "Reinstall textune (pip install textune, or pip install -e . in a checkout).",
+            )
         directories.append(locations[0])
     return directories
 
 
 def runtime_environment(spec_yaml: str, pip: Sequence[str] = ()) -> dict[str, Any]:
     """The job's runtime_env: textune's packages as py_modules, the spec as a variable, optional pip packages."""
-    runtime_env: dict[str, Any] = {"py_modules": shipped_package_dirs(), "excludes": SHIPPED_EXCLUDES,
-                                   "env_vars": {JOB_SPEC_VAR: spec_yaml}}
+    runtime_env: dict[str, Any] = {
+        "py_modules": shipped_package_dirs(),
+        "excludes": SHIPPED_EXCLUDES,
+        "env_vars": {JOB_SPEC_VAR: spec_yaml},
+    }
     if pip:
         runtime_env["pip"] = list(pip)
     return runtime_env
@@ -111,10 +120,12 @@ def runtime_environment(spec_yaml: str, pip: Sequence[str] = ()) -> dict[str, An
 def submit_search(client: Any, job_name: str, spec_yaml: str, pip: Sequence[str] = ()) -> str:
     """Submit ``textune run`` of the spec; returns the submission id (``textune-<name>-<8 hex digits>``)."""
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", job_name)[:40]
-    return client.submit_job(entrypoint=ENTRYPOINT,
-                             runtime_env=runtime_environment(spec_yaml, pip),
-                             submission_id=f"textune-{slug}-{uuid.uuid4().hex[:8]}",
-                             metadata={"textune_job": job_name})
+    return client.submit_job(
+        entrypoint=ENTRYPOINT,
+        runtime_env=runtime_environment(spec_yaml, pip),
+        submission_id=f"textune-{slug}-{uuid.uuid4().hex[:8]}",
+        metadata={"textune_job": job_name},
+    )
 
 
 def follow(client: Any, submission_id: str, write: Callable[[str], None]) -> str:
@@ -142,5 +153,7 @@ def check_known_job(client: Any, submission_id: str) -> Any:
         if "does not exist" not in str(exc) and "404" not in str(exc):
             raise
         known = [job.submission_id for job in client.list_jobs() if job.submission_id][-5:]
-        raise TextuneError(f'no job "{submission_id}" on this cluster.',
-                           f"Recent jobs: {', '.join(known) or 'none'}; `textune jobs list` shows all.") from exc
+        raise TextuneError(
+            f'no job "{submission_id}" on this cluster.',
+            f"Recent jobs: {', '.join(known) or 'none'}; `textune jobs list` shows all.",
+        ) from exc

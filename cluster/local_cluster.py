@@ -22,8 +22,15 @@ from pathlib import Path
 from pydantic import Field
 
 from cluster import auth, ray_private
-from cluster.local_state import (TOKEN_FILE, LocalClusterState, NodeProcess, read_state, remove_state, state_dir,
-                                 write_state)
+from cluster.local_state import (
+    TOKEN_FILE,
+    LocalClusterState,
+    NodeProcess,
+    read_state,
+    remove_state,
+    state_dir,
+    write_state,
+)
 from textune.config import StrictModel
 from textune.errors import TextuneError
 
@@ -47,9 +54,10 @@ def up(spec: LocalClusterSpec, directory: Path | None = None) -> LocalClusterSta
     existing = read_state(directory)
     if existing is not None:
         if any(_is_running(node) for node in existing.nodes):
-            raise TextuneError(f"a local cluster is already up at {existing.gcs_address} "
-                               f"(record in {state_dir(directory)}).",
-                               "Use it, stop it with `textune cluster down`, or give another --state-dir.")
+            raise TextuneError(
+                f"a local cluster is already up at {existing.gcs_address} (record in {state_dir(directory)}).",
+                "Use it, stop it with `textune cluster down`, or give another --state-dir.",
+            )
         log.warning("removing the record of a local cluster whose processes are gone")
         shutil.rmtree(existing.ray_temp_dir, ignore_errors=True)
     remove_state(directory)  # a stale record, or the token of an `up` that was interrupted
@@ -59,11 +67,22 @@ def up(spec: LocalClusterSpec, directory: Path | None = None) -> LocalClusterSta
     # Ray's unix sockets live under the temp dir and their paths must stay short (about 100 characters).
     ray_temp_dir = tempfile.mkdtemp(prefix="textune-ray-", dir="/tmp")
     gcs_port, dashboard_port = _free_port(), _free_port()
-    state = LocalClusterState(gcs_address=f"{LOOPBACK}:{gcs_port}", dashboard_url=f"http://{LOOPBACK}:{dashboard_port}",
-                              token_path=token_path, ray_temp_dir=ray_temp_dir, nodes=[])
+    state = LocalClusterState(
+        gcs_address=f"{LOOPBACK}:{gcs_port}",
+        dashboard_url=f"http://{LOOPBACK}:{dashboard_port}",
+        token_path=token_path,
+        ray_temp_dir=ray_temp_dir,
+        nodes=[],
+    )
     try:
-        head_options = ["--head", f"--port={gcs_port}", "--include-dashboard=true", f"--dashboard-host={LOOPBACK}",
-                        f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={_free_port()}"]
+        head_options = [
+            "--head",
+            f"--port={gcs_port}",
+            "--include-dashboard=true",
+            f"--dashboard-host={LOOPBACK}",
+            f"--dashboard-port={dashboard_port}",
+            f"--ray-client-server-port={_free_port()}",
+        ]
         state.nodes.append(_start_node("head", head_options, spec.head_cpus, 0, spec, state, folder))
         write_state(state, directory)
         _wait_for_port(gcs_port, state, spec.start_timeout_s)
@@ -71,8 +90,17 @@ def up(spec: LocalClusterSpec, directory: Path | None = None) -> LocalClusterSta
         # One node at a time: several raylets registering at once on a busy small machine can outlast
         # Ray's own 30 s registration timeout.
         for index in range(spec.workers):
-            state.nodes.append(_start_node(f"worker-{index}", [f"--address={state.gcs_address}"],
-                                           spec.cpus_per_worker, spec.gpus_per_worker, spec, state, folder))
+            state.nodes.append(
+                _start_node(
+                    f"worker-{index}",
+                    [f"--address={state.gcs_address}"],
+                    spec.cpus_per_worker,
+                    spec.gpus_per_worker,
+                    spec,
+                    state,
+                    folder,
+                )
+            )
             write_state(state, directory)
             _wait_for_nodes(state, spec.start_timeout_s)
     except BaseException:
@@ -86,8 +114,10 @@ def down(directory: Path | None = None) -> LocalClusterState:
     """Stop the recorded cluster's node process groups (workers first) and remove its files."""
     state = read_state(directory)
     if state is None:
-        raise TextuneError(f"no local cluster is up (no record in {state_dir(directory)}).",
-                           "Start one with `textune cluster up`, or pass the --state-dir it was started with.")
+        raise TextuneError(
+            f"no local cluster is up (no record in {state_dir(directory)}).",
+            "Start one with `textune cluster up`, or pass the --state-dir it was started with.",
+        )
     _stop_nodes(state.nodes)
     _remove_cluster_files(state, directory)
     return state
@@ -103,26 +133,55 @@ def node_environment(token_path: Path) -> dict[str, str]:
     return env
 
 
-def _start_node(name: str, role_options: list[str], num_cpus: int, num_gpus: int, spec: LocalClusterSpec,
-                state: LocalClusterState, folder: Path) -> NodeProcess:
+def _start_node(
+    name: str,
+    role_options: list[str],
+    num_cpus: int,
+    num_gpus: int,
+    spec: LocalClusterSpec,
+    state: LocalClusterState,
+    folder: Path,
+) -> NodeProcess:
     ray_cli = Path(sys.executable).with_name("ray")
     # A temp dir per node: nodes sharing one would share their runtime_env caches, and a worker node
     # cleaning up a job's py_modules would delete them under the driver on the head.
     node_temp_dir = Path(state.ray_temp_dir) / name
-    command = [str(ray_cli), "start", "--block", *role_options, f"--node-ip-address={LOOPBACK}",
-               f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}", f"--temp-dir={node_temp_dir}",
-               f"--object-store-memory={spec.object_store_mb * 1024 * 1024}", "--disable-usage-stats",
-               # Fixed default ports would collide between nodes on one machine.
-               f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-               f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"]
+    command = [
+        str(ray_cli),
+        "start",
+        "--block",
+        *role_options,
+        f"--node-ip-address={LOOPBACK}",
+        f"--num-cpus={num_cpus}",
+        f"--num-gpus={num_gpus}",
+        f"--temp-dir={node_temp_dir}",
+        f"--object-store-memory={spec.object_store_mb * 1024 * 1024}",
+        "--disable-usage-stats",
+        # Fixed default ports would collide between nodes on one machine.
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--dashboard-agent-grpc-port={_free_port()}",
+        f"--metrics-export-port={_free_port()}",
+        f"--runtime-env-agent-port={_free_port()}",
+    ]
     log_file = folder / "logs" / f"{name}.log"
     with open(log_file, "ab") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=node_environment(state.token_path), start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=node_environment(state.token_path),
+            start_new_session=True,
+        )
     log.info("started %s (pid %d), log %s", name, process.pid, log_file)
-    return NodeProcess(role="head" if name == "head" else "worker", pid=process.pid,
-                       start_time=_start_time(process.pid), num_cpus=num_cpus, num_gpus=num_gpus,
-                       log_file=str(log_file))
+    return NodeProcess(
+        role="head" if name == "head" else "worker",
+        pid=process.pid,
+        start_time=_start_time(process.pid),
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        log_file=str(log_file),
+    )
 
 
 def _free_port() -> int:
@@ -140,8 +199,10 @@ def _wait_for_port(port: int, state: LocalClusterState, timeout_s: float) -> Non
                 return
         except OSError:
             time.sleep(0.3)
-    raise TextuneError(f"the head node did not open {LOOPBACK}:{port} within {timeout_s:g} s.",
-                       f"See its log: {state.nodes[0].log_file}.")
+    raise TextuneError(
+        f"the head node did not open {LOOPBACK}:{port} within {timeout_s:g} s.",
+        f"See its log: {state.nodes[0].log_file}.",
+    )
 
 
 def _wait_for_nodes(state: LocalClusterState, timeout_s: float) -> None:
@@ -161,16 +222,19 @@ def _wait_for_nodes(state: LocalClusterState, timeout_s: float) -> None:
         if alive >= len(state.nodes):
             return
         time.sleep(0.5)
-    raise TextuneError(f"only {alive} of {len(state.nodes)} nodes joined within {timeout_s:g} s.",
-                       f"See the node logs in {Path(state.nodes[0].log_file).parent}; on a small machine, start "
-                       "fewer workers.")
+    raise TextuneError(
+        f"only {alive} of {len(state.nodes)} nodes joined within {timeout_s:g} s.",
+        f"See the node logs in {Path(state.nodes[0].log_file).parent}; on a small machine, start fewer workers.",
+    )
 
 
 def _check_nodes_alive(state: LocalClusterState) -> None:
     for node in state.nodes:
         if not _is_running(node):
-            raise TextuneError(f"the {node.role} node (pid {node.pid}) exited while starting: "
-                               f"{_last_error(Path(node.log_file))}", f"The full log is {node.log_file}.")
+            raise TextuneError(
+                f"the {node.role} node (pid {node.pid}) exited while starting: {_last_error(Path(node.log_file))}",
+                f"The full log is {node.log_file}.",
+            )
 
 
 def _last_error(log_file: Path) -> str:

@@ -54,8 +54,10 @@ def read_state(directory: Path | None = None) -> LocalClusterState | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise TextuneError(f"the local cluster record {path} is not valid JSON ({exc.msg}).",
-                           "Stop the processes it listed by their pids, then delete the file.") from exc
+        raise TextuneError(
+            f"the local cluster record {path} is not valid JSON ({exc.msg}).",
+            "Stop the processes it listed by their pids, then delete the file.",
+        ) from exc
     return validate(LocalClusterState, data, f"local cluster record {path}")
 
 
@@ -66,8 +68,11 @@ def recorded_cluster_at(address: str, directory: Path | None = None) -> LocalClu
     if state is None:
         return None
     given = _host_port(address)
-    return state if given is not None and given in (_host_port(state.gcs_address),
-                                                    _host_port(state.dashboard_url)) else None
+    return (
+        state
+        if given is not None and given in (_host_port(state.gcs_address), _host_port(state.dashboard_url))
+        else None
+    )
 
 
 def _host_port(address: str) -> tuple[str, int] | None:

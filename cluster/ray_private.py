@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 # The Ray release every function below was read against and tested with (setup.cfg pins ray to 2.60.x).
 RAY_VERSION_WRITTEN_FOR = "2.60.0"
@@ -74,8 +74,7 @@ def alive_node_counter(gcs_address: str) -> Callable[[float], int]:
     from ray.core.generated.gcs_pb2 import GcsNodeInfo
 
     gcs = GcsClient(address=gcs_address)
-    return lambda timeout_s: len(gcs.get_all_node_info(timeout=timeout_s,
-                                                       state_filter=GcsNodeInfo.GcsNodeState.ALIVE))
+    return lambda timeout_s: len(gcs.get_all_node_info(timeout=timeout_s, state_filter=GcsNodeInfo.GcsNodeState.ALIVE))
 
 
 def local_node_resources() -> tuple[float, float]:
@@ -88,7 +87,7 @@ def local_node_resources() -> tuple[float, float]:
     from ray._private.resource_and_label_spec import ResourceAndLabelSpec
 
     spec = ResourceAndLabelSpec().resolve(is_head=True, node_ip_address="127.0.0.1")
-    return float(spec.num_cpus), float(spec.num_gpus)
+    return float(spec.num_cpus or 0), float(spec.num_gpus or 0)
 
 
 @contextlib.contextmanager
@@ -119,7 +118,7 @@ def single_machine_ray() -> Iterator[None]:
 @dataclass(frozen=True)
 class ActorRecord:
     """One actor of the GCS's actor table: ``state`` is Ray's name for it (ALIVE, PENDING_CREATION, ...),
-    ``node_id`` the hex id of its node ("" until it is placed)."""
+    ``node_id`` the hex id of its node; while the actor is pending it names the owner's node, not where it will run."""
 
     class_name: str
     state: str
@@ -139,8 +138,16 @@ def actor_table() -> list[ActorRecord]:
     from ray._private import state as gcs_state
     from ray.core.generated.gcs_pb2 import ActorTableData
 
-    records = [ActorTableData.FromString(record)
-               for record in gcs_state.state._connect_and_get_accessor().get_actor_table(None, None)]
-    return [ActorRecord(class_name=record.class_name, state=ActorTableData.ActorState.Name(record.state),
-                        node_id=record.address.node_id.hex(), serialized_runtime_env=record.serialized_runtime_env)
-            for record in records]
+    records = [
+        ActorTableData.FromString(record)
+        for record in gcs_state.state._connect_and_get_accessor().get_actor_table(None, None)
+    ]
+    return [
+        ActorRecord(
+            class_name=record.class_name,
+            state=ActorTableData.ActorState.Name(record.state),
+            node_id=record.address.node_id.hex(),
+            serialized_runtime_env=record.serialized_runtime_env,
+        )
+        for record in records
+    ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from cluster import ray_private
 from textune.errors import TextuneError
@@ -33,20 +34,25 @@ def this_machine_resources() -> dict[str, float]:
 
 def trials_per_node(resources: Mapping[str, float], gpus_per_trial: float, cpus_per_trial: float) -> int:
     """Trials of the given size that fit on one node with ``resources``."""
-    limits = [math.floor(resources.get(name, 0.0) / need + 1e-9)
-              for name, need in (("GPU", gpus_per_trial), ("CPU", cpus_per_trial)) if need > 0]
+    limits = [
+        math.floor(resources.get(name, 0.0) / need + 1e-9)
+        for name, need in (("GPU", gpus_per_trial), ("CPU", cpus_per_trial))
+        if need > 0
+    ]
     return min(limits) if limits else 0
 
 
-def cluster_trial_slots(gpus_per_trial: float, cpus_per_trial: float,
-                        nodes: Iterable[Mapping[str, float]] | None = None) -> int:
+def cluster_trial_slots(
+    gpus_per_trial: float, cpus_per_trial: float, nodes: Iterable[Mapping[str, float]] | None = None
+) -> int:
     """Trials that run at once on the cluster: the default for ``max_concurrent_trials``."""
     nodes = alive_node_resources() if nodes is None else nodes
     return sum(trials_per_node(node, gpus_per_trial, cpus_per_trial) for node in nodes)
 
 
-def check_trial_fits(gpus_per_trial: float, cpus_per_trial: float,
-                     nodes: Iterable[Mapping[str, float]] | None = None) -> None:
+def check_trial_fits(
+    gpus_per_trial: float, cpus_per_trial: float, nodes: Iterable[Mapping[str, float]] | None = None
+) -> None:
     """Raise a TextuneError when no node can host one trial (Ray would keep it pending forever)."""
     nodes = list(alive_node_resources() if nodes is None else nodes)
     if cluster_trial_slots(gpus_per_trial, cpus_per_trial, nodes) > 0:
@@ -56,7 +62,8 @@ def check_trial_fits(gpus_per_trial: float, cpus_per_trial: float,
         f"no node of the cluster can run a trial needing {gpus_per_trial:g} GPU(s) and {cpus_per_trial:g} "
         f"CPU(s): the largest node has {largest.get('GPU', 0):g} GPU(s) and {largest.get('CPU', 0):g} CPU(s).",
         "Lower resources.gpu / resources.cpu in the job spec, or connect to a cluster "
-        "with GPU nodes (`textune cluster up --gpus-per-worker N` declares logical GPUs for a try-out).")
+        "with GPU nodes (`textune cluster up --gpus-per-worker N` declares logical GPUs for a try-out).",
+    )
 
 
 def _largest(nodes: list[Mapping[str, float]]) -> Mapping[str, Any]:

@@ -37,14 +37,18 @@ class StorageOptions(StrictModel):
     """How to reach the storage (the ``storage_options`` section of a job spec)."""
 
     endpoint_override: str | None = Field(
-        None, description="HOST:PORT or URL of an S3-compatible server (default: $AWS_ENDPOINT_URL_S3, "
-                          "$AWS_ENDPOINT_URL, then the cloud's own endpoint)")
+        None,
+        description="HOST:PORT or URL of an S3-compatible server (default: $AWS_ENDPOINT_URL_S3, "
+        "$AWS_ENDPOINT_URL, then the cloud's own endpoint)",
+    )
     scheme: Literal["http", "https"] | None = Field(
-        None, description="protocol to the endpoint (default: the endpoint URL's, else https)")
+        None, description="protocol to the endpoint (default: the endpoint URL's, else https)"
+    )
     region: str | None = Field(None, description="bucket region (default: the SDK's own lookup)")
     anonymous: bool = Field(False, description="no credentials (public buckets)")
-    min_free_gb: float = Field(1.0, ge=0, allow_inf_nan=False,
-                                description="free space a local storage path must have, in GB")
+    min_free_gb: float = Field(
+        1.0, ge=0, allow_inf_nan=False, description="free space a local storage path must have, in GB"
+    )
 
 
 def open_storage(uri: str, options: StorageOptions | None = None) -> tuple[pafs.FileSystem, str]:
@@ -63,8 +67,10 @@ def resolve_storage(uri: str, options: StorageOptions | None = None) -> tuple[pa
     if scheme in ("", "file") or len(scheme) == 1:  # one letter: a Windows drive, i.e. a local path
         return pafs.LocalFileSystem(), str(_local_path(uri, parsed))
     if scheme not in SCHEMES:
-        raise TextuneError(f'storage "{uri}": unknown scheme "{scheme}://".',
-                           "Use a local path (on NFS for several nodes), s3://BUCKET/PREFIX or gs://BUCKET/PREFIX.")
+        raise TextuneError(
+            f'storage "{uri}": unknown scheme "{scheme}://".',
+            "Use a local path (on NFS for several nodes), s3://BUCKET/PREFIX or gs://BUCKET/PREFIX.",
+        )
     if not parsed.netloc:
         raise TextuneError(f'storage "{uri}" names no bucket.', f"Write it as {scheme}://BUCKET/PREFIX.")
     options = _with_query_options(options, parsed.query, uri)
@@ -77,14 +83,18 @@ def _local_path(uri: str, parsed: ParseResult) -> Path:
     if "?" in uri:
         # Elsewhere a "?" starts a URI's storage options (join_uri keeps it last), so a local path holding one
         # would be cut in pieces: one experiment spread over several directories.
-        raise TextuneError(f'storage "{uri}": a local storage path may not hold "?" (in a URI it starts the '
-                           "storage options).", 'Choose a directory whose path has no "?".')
+        raise TextuneError(
+            f'storage "{uri}": a local storage path may not hold "?" (in a URI it starts the storage options).',
+            'Choose a directory whose path has no "?".',
+        )
     if parsed.scheme.lower() == "file":
         if parsed.netloc not in ("", "localhost"):
-            raise TextuneError(f'storage "{uri}": "{parsed.netloc}" is read as a host name, so the path would be '
-                               f'"{parsed.path or "/"}" at the root of this machine.',
-                               f"Write a local file URI with three slashes (file:///{parsed.netloc}{parsed.path}), "
-                               "or give the path itself.")
+            raise TextuneError(
+                f'storage "{uri}": "{parsed.netloc}" is read as a host name, so the path would be '
+                f'"{parsed.path or "/"}" at the root of this machine.',
+                f"Write a local file URI with three slashes (file:///{parsed.netloc}{parsed.path}), "
+                "or give the path itself.",
+            )
         return expand_path(parsed.path)
     return expand_path(uri)
 
@@ -117,15 +127,18 @@ def _endpoint(options: StorageOptions) -> tuple[str | None, str | None]:
 
 def _s3_filesystem(options: StorageOptions) -> pafs.FileSystem:
     endpoint, scheme = _endpoint(options)
-    kwargs = {"endpoint_override": endpoint, "scheme": scheme, "region": options.region,
-              "anonymous": options.anonymous}
+    kwargs = {"endpoint_override": endpoint, "scheme": scheme, "region": options.region, "anonymous": options.anonymous}
     return pafs.S3FileSystem(**{k: v for k, v in kwargs.items() if v is not None})
 
 
 def _gcs_filesystem(options: StorageOptions) -> pafs.FileSystem:
     endpoint, scheme = _endpoint(options)
-    kwargs = {"endpoint_override": endpoint, "scheme": scheme, "default_bucket_location": options.region,
-              "anonymous": options.anonymous}
+    kwargs = {
+        "endpoint_override": endpoint,
+        "scheme": scheme,
+        "default_bucket_location": options.region,
+        "anonymous": options.anonymous,
+    }
     return pafs.GcsFileSystem(**{k: v for k, v in kwargs.items() if v is not None})
 
 
@@ -142,15 +155,20 @@ def check_storage(filesystem: pafs.FileSystem, path: str, uri: str, options: Sto
             stream.write(b"textune storage probe\n")
         filesystem.delete_file(probe)
     except (OSError, PermissionError) as exc:
-        fix = ("Choose a directory this user can write (on a shared disk when several nodes run trials)." if local
-               else "Check the credentials' write access to the bucket.")
+        fix = (
+            "Choose a directory this user can write (on a shared disk when several nodes run trials)."
+            if local
+            else "Check the credentials' write access to the bucket."
+        )
         raise TextuneError(f'storage "{uri}" is not writable: {exc}.', fix) from exc
     if local:
         free_gb = shutil.disk_usage(path).free / 1e9
         if free_gb < options.min_free_gb:
-            raise TextuneError(f'storage "{uri}" has {free_gb:.2f} GB free, less than storage_options.min_free_gb '
-                               f"= {options.min_free_gb} GB.",
-                               "Free some space, choose another storage path, or lower min_free_gb.")
+            raise TextuneError(
+                f'storage "{uri}" has {free_gb:.2f} GB free, less than storage_options.min_free_gb '
+                f"= {options.min_free_gb} GB.",
+                "Free some space, choose another storage path, or lower min_free_gb.",
+            )
 
 
 def _check_bucket(filesystem: pafs.FileSystem, path: str, uri: str) -> None:
@@ -158,9 +176,13 @@ def _check_bucket(filesystem: pafs.FileSystem, path: str, uri: str) -> None:
     try:
         info = filesystem.get_file_info(bucket)
     except OSError as exc:
-        raise TextuneError(f'storage "{uri}": cannot reach bucket "{bucket}": {exc}.',
-                           "Check the network, the credentials, and storage_options.endpoint_override (or "
-                           "AWS_ENDPOINT_URL) for an S3-compatible server.") from exc
+        raise TextuneError(
+            f'storage "{uri}": cannot reach bucket "{bucket}": {exc}.',
+            "Check the network, the credentials, and storage_options.endpoint_override (or "
+            "AWS_ENDPOINT_URL) for an S3-compatible server.",
+        ) from exc
     if info.type == pafs.FileType.NotFound:
-        raise TextuneError(f'storage "{uri}": bucket "{bucket}" does not exist.',
-                           "Create the bucket first (textune never creates buckets), or fix its name.")
+        raise TextuneError(
+            f'storage "{uri}": bucket "{bucket}" does not exist.',
+            "Create the bucket first (textune never creates buckets), or fix its name.",
+        )

@@ -13,8 +13,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from textune.errors import TextuneError
 
@@ -42,8 +42,10 @@ def ensure_writable_dir(directory: Path, what: str) -> Path:
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as exc:
-        raise TextuneError(f"{what} {directory} is not writable: {exc.strerror or exc}.",
-                           "Choose a directory you can write to (--out DIR, or set TEXTUNE_CACHE_DIR).") from exc
+        raise TextuneError(
+            f"{what} {directory} is not writable: {exc.strerror or exc}.",
+            "Choose a directory you can write to (--out DIR, or set TEXTUNE_CACHE_DIR).",
+        ) from exc
     return directory
 
 

@@ -55,7 +55,7 @@ def _slice(stream: list[np.ndarray], start: int, end: int) -> list[np.ndarray]:
     for part in stream:
         low, high = max(start, offset), min(end, offset + len(part))
         if low < high:
-            pieces.append(part[low - offset:high - offset])
+            pieces.append(part[low - offset : high - offset])
         offset += len(part)
     return pieces
 
@@ -72,8 +72,12 @@ def max_folds(stream: list[np.ndarray], block_size: int, up_to: int) -> int:
     for count in range(min(up_to, total // (block_size + 1)), 1, -1):
         # Every chunk now has at least total // count >= block_size + 1 tokens (and each training part holds
         # whole chunks), so only a chunk that a shard edge cuts in two can lack a block: the chunk around it.
-        around_edges = {index for edge in shard_edges for index in (edge * count // total, edge * count // total + 1)
-                        if index < count}
+        around_edges = {
+            index
+            for edge in shard_edges
+            for index in (edge * count // total, edge * count // total + 1)
+            if index < count
+        }
         if all(fits_one_block(fold_segments(stream, Fold(index, count))["val"], block_size) for index in around_edges):
             return count
     return 1
@@ -85,5 +89,8 @@ def count_characters(tokenizer: Tokenizer, segments: list[np.ndarray]) -> int:
     A piece edge inside a multi-byte character (byte and BPE tokenizers) can count it as two replacement
     characters: at most a few characters per million tokens.
     """
-    return sum(len(tokenizer.decode(segment[start:start + _DECODE_PIECE]))
-               for segment in segments for start in range(0, len(segment), _DECODE_PIECE))
+    return sum(
+        len(tokenizer.decode(segment[start : start + _DECODE_PIECE]))
+        for segment in segments
+        for start in range(0, len(segment), _DECODE_PIECE)
+    )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from data_pipeline.cache import MANIFEST_FILE
 from data_pipeline.config import DataConfig
 from textune.config import StrictModel, validate
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 
 class SourceInfo(StrictModel):
@@ -54,20 +54,26 @@ class Manifest(StrictModel):
         (directory / MANIFEST_FILE).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
     @classmethod
-    def read(cls, directory: Path) -> "Manifest":
+    def read(cls, directory: Path) -> Manifest:
         path = directory / MANIFEST_FILE
         return validate(cls, json.loads(path.read_text(encoding="utf-8")), f"dataset manifest {path}")
 
     def summary(self) -> str:
         """A few human lines: source, tokenizer, split sizes and the floor."""
-        lines = [f"source:    {self.source.description}",
-                 f"content:   sha256 {self.source.content_hash[:16]}... (prepared {self.created_at})",
-                 f"tokenizer: {self.tokenizer.kind} (vocab {self.tokenizer.vocab_size}, {self.token_dtype})"]
+        lines = [
+            f"source:    {self.source.description}",
+            f"content:   sha256 {self.source.content_hash[:16]}... (prepared {self.created_at})",
+            f"tokenizer: {self.tokenizer.kind} (vocab {self.tokenizer.vocab_size}, {self.token_dtype})",
+        ]
         for name, split in self.splits.items():
-            lines.append(f"{name + ':':<10} {split.tokens:>12,} tokens {split.characters:>12,} chars "
-                         f"({split.chars_per_token:.3f} chars/token)")
+            lines.append(
+                f"{name + ':':<10} {split.tokens:>12,} tokens {split.characters:>12,} chars "
+                f"({split.chars_per_token:.3f} chars/token)"
+            )
         if self.entropy_floor is not None:
             floor = self.entropy_floor
-            lines.append(f"floor:     {floor.bits_per_char:.4f} bits/char, {floor.nats_per_char:.4f} nats/char, "
-                         f"{floor.nats_per_token:.4f} nats/token")
+            lines.append(
+                f"floor:     {floor.bits_per_char:.4f} bits/char, {floor.nats_per_char:.4f} nats/char, "
+                f"{floor.nats_per_token:.4f} nats/token"
+            )
         return "\n".join(lines)

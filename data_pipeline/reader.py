@@ -12,8 +12,8 @@ segments, and a block never crosses from one segment into the next.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -31,8 +31,14 @@ Batch = tuple[np.ndarray, np.ndarray]  # x, y: int64 (B, T); y is x shifted left
 class TokenDataset:
     """A prepared dataset; construct with :meth:`open`."""
 
-    def __init__(self, path: Path, manifest: Manifest, tokenizer: Tokenizer, tokens: dict[str, np.ndarray],
-                 fold: Fold | None = None):
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        tokenizer: Tokenizer,
+        tokens: dict[str, np.ndarray],
+        fold: Fold | None = None,
+    ):
         self.path = path
         self.manifest = manifest
         self.tokenizer = tokenizer
@@ -45,17 +51,19 @@ class TokenDataset:
         self._fold_chars_per_token: dict[str, float] = {}
 
     @classmethod
-    def open(cls, path: str | Path, fold: Fold | None = None) -> "TokenDataset":
+    def open(cls, path: str | Path, fold: Fold | None = None) -> TokenDataset:
         """The dataset at ``path``; with ``fold``, its train and val splits are that validation fold's."""
         path = Path(path)
         if not is_complete(path):
-            raise TextuneError(f"{path} is not a prepared dataset (no {MANIFEST_FILE}; an unfinished build "
-                               "never has one).", "Prepare it with: textune data prepare SOURCE.")
+            raise TextuneError(
+                f"{path} is not a prepared dataset (no {MANIFEST_FILE}; an unfinished build never has one).",
+                "Prepare it with: textune data prepare SOURCE.",
+            )
         manifest = Manifest.read(path)
         tokens = {name: open_shard(path / split.shard) for name, split in manifest.splits.items()}
         return cls(path, manifest, load_tokenizer(path, manifest.tokenizer.kind), tokens, fold)
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Callable[..., TokenDataset], tuple[str, Fold | None]]:
         # Pickling (e.g. into a Ray task) reopens the shards by path instead of copying every token.
         return (TokenDataset.open, (str(self.path), self.fold))
 
@@ -78,8 +86,10 @@ class TokenDataset:
         """Characters per token of the fold's val chunk (decoded) and of its train part (the rest of train+val)."""
         val_chars = count_characters(self.tokenizer, self.segments["val"])
         stream_chars = sum(self.manifest.splits[name].characters for name in FOLDED_SPLITS)
-        return {"val": val_chars / self.num_tokens("val"),
-                "train": (stream_chars - val_chars) / self.num_tokens("train")}
+        return {
+            "val": val_chars / self.num_tokens("val"),
+            "train": (stream_chars - val_chars) / self.num_tokens("train"),
+        }
 
     def check_block_size(self, block_size: int, splits: tuple[str, ...] = ("train", "val")) -> None:
         """Raise a TextuneError unless every split in ``splits`` holds at least one (x, y) block."""
@@ -90,12 +100,15 @@ class TokenDataset:
             available = self.num_tokens(name)
             if available < block_size + 1:
                 # The smallest block_size a model takes is 2 (models.config): below 3 tokens only the split can help.
-                grow = (f"the {name} split a larger fraction (data.split, or --split of textune data prepare), "
-                        "or use a larger corpus.")
+                grow = (
+                    f"the {name} split a larger fraction (data.split, or --split of textune data prepare), "
+                    "or use a larger corpus."
+                )
                 raise TextuneError(
                     f'the "{name}" split of {self.path} has {available} tokens, too few for one block of '
                     f"block_size={block_size} (needs {block_size + 1}).",
-                    f"Lower block_size to at most {available - 1}, give {grow}" if available >= 3 else f"Give {grow}")
+                    f"Lower block_size to at most {available - 1}, give {grow}" if available >= 3 else f"Give {grow}",
+                )
 
     def _check_fold_block_size(self, split: str, block_size: int) -> None:
         segments = self.segments[split]
@@ -105,13 +118,17 @@ class TokenDataset:
         longest = max((len(segment) for segment in segments), default=0)
         stream = [self.tokens[name] for name in FOLDED_SPLITS]
         most = max_folds(stream, block_size, self.fold.count - 1)
-        fix = (f"Use at most {most} folds (--folds {most}, or num_folds in a trial config)" if most >= 2 else
-               "This train+val text is too short to cut into folds for this block size: drop --folds")
+        fix = (
+            f"Use at most {most} folds (--folds {most}, or num_folds in a trial config)"
+            if most >= 2
+            else "This train+val text is too short to cut into folds for this block size: drop --folds"
+        )
         raise TextuneError(
             f'{self.fold.describe()} of {self.path}: its "{split}" part has at most {longest} contiguous tokens, '
             f"too few for one block of block_size={block_size} (needs {block_size + 1}); --folds "
             f"{self.fold.count} cuts the {sum(map(len, stream))} train+val tokens too finely.",
-            f"{fix}, lower block_size, or use a larger corpus.")
+            f"{fix}, lower block_size, or use a larger corpus.",
+        )
 
     def sample_batch(self, split: str, batch_size: int, block_size: int, rng: np.random.Generator) -> Batch:
         """``batch_size`` random blocks of ``block_size`` tokens (starts uniform over the split's valid starts)."""
@@ -125,8 +142,9 @@ class TokenDataset:
         starts = flat - (ends - starts_per_segment)[segment_index]  # (B,) within each block's segment
         return _gather(segments, segment_index, starts, block_size)
 
-    def eval_batches(self, split: str, block_size: int, batch_size: int,
-                     max_blocks: int | None = None) -> Iterator[Batch]:
+    def eval_batches(
+        self, split: str, block_size: int, batch_size: int, max_blocks: int | None = None
+    ) -> Iterator[Batch]:
         """Non-overlapping blocks from the start of the split, in order, ``batch_size`` at a time.
 
         Together they cover the split except a tail shorter than one block (one per segment of a fold's split).
@@ -148,8 +166,10 @@ class TokenDataset:
 
     def _split(self, split: str) -> list[np.ndarray]:
         if split not in self.segments:
-            raise TextuneError(f'dataset {self.path} has no split "{split}".',
-                               f"Use one of: {', '.join(n for n in SPLIT_NAMES if n in self.segments)}.")
+            raise TextuneError(
+                f'dataset {self.path} has no split "{split}".',
+                f"Use one of: {', '.join(n for n in SPLIT_NAMES if n in self.segments)}.",
+            )
         return self.segments[split]
 
 
@@ -161,8 +181,7 @@ def _gather(segments: list[np.ndarray], segment_index: np.ndarray, starts: np.nd
     else:
         # One gather per segment, then the rows go back to the order they were drawn in.
         grouped = np.argsort(segment_index, kind="stable")  # (B,) rows by segment, in draw order within one
-        parts = [segments[index][starts[segment_index == index, None] + offsets]
-                 for index in np.unique(segment_index)]
+        parts = [segments[index][starts[segment_index == index, None] + offsets] for index in np.unique(segment_index)]
         blocks = np.empty((len(starts), block_size + 1), dtype=np.int64)  # (B, T + 1)
         blocks[grouped] = np.concatenate(parts)
     return blocks[:, :-1], blocks[:, 1:]

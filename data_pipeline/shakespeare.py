@@ -41,8 +41,10 @@ class PinnedFile:
         if local:
             path = Path(local).expanduser()
             if not path.is_file():
-                raise TextuneError(f"{self.path_var}={local} does not exist.",
-                                   f"Point it at a copy of {self.name}, or unset it to download.")
+                raise TextuneError(
+                    f"{self.path_var}={local} does not exist.",
+                    f"Point it at a copy of {self.name}, or unset it to download.",
+                )
             self._verify(hashlib.sha256(path.read_bytes()).hexdigest(), f"{self.path_var}={local}")
             return path
         cached = cache_root() / "downloads" / self.name
@@ -64,8 +66,10 @@ class PinnedFile:
                 self._verify(digest.hexdigest(), url)
             except (urllib.error.URLError, OSError) as exc:
                 temp.unlink(missing_ok=True)
-                raise TextuneError(f"downloading {self.name} from {url} failed: {exc}.",
-                                   f"Check the network, or set {self.path_var} to a local copy.") from exc
+                raise TextuneError(
+                    f"downloading {self.name} from {url} failed: {exc}.",
+                    f"Check the network, or set {self.path_var} to a local copy.",
+                ) from exc
             except TextuneError:
                 temp.unlink(missing_ok=True)
                 raise
@@ -73,14 +77,21 @@ class PinnedFile:
 
     def _verify(self, got: str, origin: str) -> None:
         if got != self.sha256:
-            raise TextuneError(f"{self.name} from {origin} failed its checksum: expected sha256 {self.sha256}, "
-                               f"got {got}; nothing was cached.",
-                               f"The file is corrupt or not {self.name}; fix {self.url_var} or {self.path_var}, "
-                               "or retry the download.")
+            raise TextuneError(
+                f"{self.name} from {origin} failed its checksum: expected sha256 {self.sha256}, "
+                f"got {got}; nothing was cached.",
+                f"The file is corrupt or not {self.name}; fix {self.url_var} or {self.path_var}, "
+                "or retry the download.",
+            )
 
 
-TINYSHAKESPEARE = PinnedFile(name="tinyshakespeare.txt", sha256=SHA256, default_url=DEFAULT_URL,
-                             url_var="TEXTUNE_SHAKESPEARE_URL", path_var="TEXTUNE_SHAKESPEARE_PATH")
+TINYSHAKESPEARE = PinnedFile(
+    name="tinyshakespeare.txt",
+    sha256=SHA256,
+    default_url=DEFAULT_URL,
+    url_var="TEXTUNE_SHAKESPEARE_URL",
+    path_var="TEXTUNE_SHAKESPEARE_PATH",
+)
 
 
 def shakespeare_file() -> Path:

@@ -20,9 +20,9 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow.fs as pafs
 
@@ -49,8 +49,10 @@ def load_corpus(config: DataConfig) -> Corpus:
     if config.source == "synthetic":
         source = MarkovSource(config.synthetic)
         options = config.synthetic
-        description = (f"synthetic (seed={options.seed}, characters={options.characters}, "
-                       f"words={options.words}, branching={options.branching})")
+        description = (
+            f"synthetic (seed={options.seed}, characters={options.characters}, "
+            f"words={options.words}, branching={options.branching})"
+        )
         return _corpus(source.generate(options.characters), description, source.entropy_rate())
     if config.source == "shakespeare":
         from data_pipeline.shakespeare import shakespeare_file
@@ -58,11 +60,14 @@ def load_corpus(config: DataConfig) -> Corpus:
         path = shakespeare_file()
         return _corpus(_as_document(_decode(path.read_bytes(), str(path), errors)), f"shakespeare ({path})")
     filesystem, files = _expand(config.source)
-    text = "".join(_as_document(document) for name in files
-                   for document in _read_file(filesystem, name, config, errors))
+    text = "".join(
+        _as_document(document) for name in files for document in _read_file(filesystem, name, config, errors)
+    )
     if not text.strip():
-        raise TextuneError(f'data source "{config.source}" holds no text ({len(files)} file(s), all empty).',
-                           "Point data.source at a file with text in it.")
+        raise TextuneError(
+            f'data source "{config.source}" holds no text ({len(files)} file(s), all empty).',
+            "Point data.source at a file with text in it.",
+        )
     return _corpus(text, f"{config.source} ({len(files)} file(s))")
 
 
@@ -84,14 +89,16 @@ def _expand(source: str) -> tuple[pafs.FileSystem, list[str]]:
             filesystem, root = pafs.FileSystem.from_uri(source)
             info = filesystem.get_file_info(root)
         except (OSError, ValueError) as exc:
-            raise TextuneError(f'data source "{source}" cannot be opened: {exc}',
-                               "Check the URI, the bucket and the credentials.") from exc
+            raise TextuneError(
+                f'data source "{source}" cannot be opened: {exc}', "Check the URI, the bucket and the credentials."
+            ) from exc
         if info.type == pafs.FileType.NotFound:
             raise TextuneError(f'data source "{source}" does not exist.', "Check the URI.")
         if info.type == pafs.FileType.Directory:
             listing = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
-            files = sorted(i.path for i in listing
-                           if i.type == pafs.FileType.File and not _hidden(Path(i.path).relative_to(root)))
+            files = sorted(
+                i.path for i in listing if i.type == pafs.FileType.File and not _hidden(Path(i.path).relative_to(root))
+            )
         else:
             files = [root]
         return filesystem, _non_empty(files, source)
@@ -107,11 +114,14 @@ def _expand(source: str) -> tuple[pafs.FileSystem, list[str]]:
         return local, [str(path.resolve())]
     looks_like_name = "/" not in source and "." not in source
     if looks_like_name:
-        raise TextuneError(f'data source "{source}" is neither a built-in nor an existing path.'
-                           f"{did_you_mean(source, BUILTINS)}",
-                           f"Built-ins: {', '.join(BUILTINS)}; or give a file, directory, glob or URI.")
-    raise TextuneError(f'data source "{source}" does not exist ({path.resolve()}).',
-                       "Check the path, or give a directory, glob or URI.")
+        raise TextuneError(
+            f'data source "{source}" is neither a built-in nor an existing path.{did_you_mean(source, BUILTINS)}',
+            f"Built-ins: {', '.join(BUILTINS)}; or give a file, directory, glob or URI.",
+        )
+    raise TextuneError(
+        f'data source "{source}" does not exist ({path.resolve()}).',
+        "Check the path, or give a directory, glob or URI.",
+    )
 
 
 def _non_empty(files: list[str], source: str) -> list[str]:
@@ -134,8 +144,9 @@ def _read_file(filesystem: pafs.FileSystem, name: str, config: DataConfig, error
         with filesystem.open_input_stream(name) as stream:
             data = stream.read()
     except OSError as exc:
-        raise TextuneError(f"{name} cannot be read: {exc}", "Check the file's permissions (or the URI's "
-                           "credentials).") from exc
+        raise TextuneError(
+            f"{name} cannot be read: {exc}", "Check the file's permissions (or the URI's credentials)."
+        ) from exc
     text = _decode(data, name, errors)
     if suffix == ".jsonl":
         yield from _read_jsonl(text, name, config.text_field)
@@ -150,10 +161,12 @@ def _decode(data: bytes, name: str, errors: str) -> str:
         return data.decode("utf-8", errors).removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise TextuneError(f"{name} is not UTF-8 text: invalid byte {data[exc.start:exc.start + 1]!r} at "
-                           f"line {line}, byte offset {exc.start}.",
-                           "Convert the file to UTF-8 (e.g. iconv -t UTF-8), or use the byte tokenizer "
-                           "(--tokenizer byte), which accepts any bytes.") from exc
+        raise TextuneError(
+            f"{name} is not UTF-8 text: invalid byte {data[exc.start : exc.start + 1]!r} at "
+            f"line {line}, byte offset {exc.start}.",
+            "Convert the file to UTF-8 (e.g. iconv -t UTF-8), or use the byte tokenizer "
+            "(--tokenizer byte), which accepts any bytes.",
+        ) from exc
 
 
 def _read_jsonl(text: str, name: str, field: str) -> Iterator[str]:
@@ -165,16 +178,22 @@ def _read_jsonl(text: str, name: str, field: str) -> Iterator[str]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise TextuneError(f"{name} line {number} is not valid JSON: {exc.msg} (column {exc.colno}).",
-                               "Write one JSON object per line (JSONL).") from exc
+            raise TextuneError(
+                f"{name} line {number} is not valid JSON: {exc.msg} (column {exc.colno}).",
+                "Write one JSON object per line (JSONL).",
+            ) from exc
         if not isinstance(record, dict) or field not in record:
             keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
-            raise TextuneError(f'{name} line {number} has no "{field}" field (it has: {keys}).',
-                               "Set data.text_field (--text-field) to the key that holds the text.")
+            raise TextuneError(
+                f'{name} line {number} has no "{field}" field (it has: {keys}).',
+                "Set data.text_field (--text-field) to the key that holds the text.",
+            )
         value = record[field]
         if not isinstance(value, str):
-            raise TextuneError(f'{name} line {number}: "{field}" holds {type(value).__name__}, not text.',
-                               "Set data.text_field (--text-field) to the key that holds the text.")
+            raise TextuneError(
+                f'{name} line {number}: "{field}" holds {type(value).__name__}, not text.',
+                "Set data.text_field (--text-field) to the key that holds the text.",
+            )
         yield value
 
 
@@ -185,15 +204,20 @@ def _read_table(filesystem: pafs.FileSystem, name: str, file_format: str, column
     try:
         dataset = ds.dataset(name, format=file_format, filesystem=filesystem)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise TextuneError(f"{name} cannot be read as {file_format}: {exc}",
-                           "Check that the file is what its extension says.") from exc
+        raise TextuneError(
+            f"{name} cannot be read as {file_format}: {exc}", "Check that the file is what its extension says."
+        ) from exc
     if column not in dataset.schema.names:
-        raise TextuneError(f'{name} has no column "{column}" (columns: {", ".join(dataset.schema.names)}).'
-                           f"{did_you_mean(column, dataset.schema.names)}",
-                           "Set data.text_column (--text-column) to the column that holds the text.")
+        raise TextuneError(
+            f'{name} has no column "{column}" (columns: {", ".join(dataset.schema.names)}).'
+            f"{did_you_mean(column, dataset.schema.names)}",
+            "Set data.text_column (--text-column) to the column that holds the text.",
+        )
     field_type = dataset.schema.field(column).type
     if not (pa.types.is_string(field_type) or pa.types.is_large_string(field_type)):
-        raise TextuneError(f'{name}: column "{column}" holds {field_type}, not text.',
-                           "Set data.text_column (--text-column) to a string column.")
+        raise TextuneError(
+            f'{name}: column "{column}" holds {field_type}, not text.',
+            "Set data.text_column (--text-column) to a string column.",
+        )
     values = dataset.to_table(columns=[column]).column(column).to_pylist()
     yield from (v for v in values if v is not None)

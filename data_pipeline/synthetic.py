@@ -101,8 +101,7 @@ class MarkovSource:
 
     def render(self, states: np.ndarray) -> str:
         """Text of a state sequence that starts after an EOS."""
-        pieces = np.array([" " + w for w in self.words] + [".\n"] + [w.capitalize() for w in self.words],
-                          dtype=object)
+        pieces = np.array([" " + w for w in self.words] + [".\n"] + [w.capitalize() for w in self.words], dtype=object)
         previous = np.concatenate([[self.eos], states[:-1]])
         index = np.where((previous == self.eos) & (states != self.eos), states + self.eos + 1, states)
         return "".join(pieces[index].tolist())

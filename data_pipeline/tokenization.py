@@ -1,9 +1,9 @@
-"""Three tokenizers behind one interface: ``char``, ``byte`` and byte-level ``bpe``.
+"""Four tokenizers behind one interface: ``char``, ``byte``, byte-level ``bpe`` and a model's ``pretrained`` one.
 
 Each is trained (or not) on the train split only, saved into the dataset directory and loaded back by the
 reader. ``encode_array`` is the fast path used to tokenize whole corpora; ``encode`` / ``decode`` serve
-prompts and samples. ``decode(encode(x)) == x`` for all three (char: except characters unseen in training,
-which decode as U+FFFD).
+prompts and samples. ``decode(encode(x)) == x`` for the first three (char: except characters unseen in training,
+which decode as U+FFFD) and for a pretrained tokenizer without a normalizer (GPT-2's and Llama's byte-level ones).
 
 Text handed to the byte tokenizer may carry undecodable bytes as lone surrogates ("surrogateescape"), so a
 corpus that is not UTF-8 still round-trips byte for byte.
@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from data_pipeline.config import BPE_BASE_ALPHABET, TokenizerConfig
 from textune import strict_json
+from textune.errors import TextuneError
 
 if TYPE_CHECKING:
     import tokenizers  # Hugging Face's, imported lazily: only BPE needs it
@@ -31,16 +33,25 @@ _CHUNK_CHARS = 1 << 16  # BPE works on ~64 KiB pieces cut at newlines: many piec
 
 
 class Tokenizer(Protocol):
+    """What every tokenizer offers, and all that models (training, generation, checkpoints) use of one.
+
+    ``kind`` names it in the manifest and checkpoints; ids are ``0 <= id < vocab_size``.
+    """
+
     kind: str
     vocab_size: int
 
-    def encode(self, text: str) -> list[int]: ...
+    def encode(self, text: str) -> list[int]:
+        """The ids of ``text`` (a prompt)."""
 
-    def encode_array(self, text: str) -> np.ndarray: ...
+    def encode_array(self, text: str) -> np.ndarray:
+        """The ids of ``text`` as an unsigned integer array (T,): the fast path for whole corpora."""
 
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str: ...
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        """The text of ``ids``; an undecodable byte is a lone surrogate (byte) or U+FFFD (char, bpe)."""
 
-    def save(self, directory: Path) -> None: ...
+    def save(self, directory: Path) -> None:
+        """Write the tokenizer into ``directory`` (``TOKENIZER_FILE``), for :func:`load_tokenizer`."""
 
 
 class CharTokenizer:
@@ -57,7 +68,7 @@ class CharTokenizer:
         self.id_of[code_points] = np.arange(1, len(chars) + 1, dtype=np.uint32)
 
     @classmethod
-    def train(cls, text: str) -> "CharTokenizer":
+    def train(cls, text: str) -> CharTokenizer:
         code_points = _code_points(text)
         seen = np.flatnonzero(np.bincount(code_points)) if code_points.size else np.array([], dtype=np.int64)
         return cls("".join(map(chr, seen)))
@@ -87,7 +98,7 @@ class ByteTokenizer:
     vocab_size = 256
 
     @classmethod
-    def train(cls, text: str) -> "ByteTokenizer":
+    def train(cls, text: str) -> ByteTokenizer:
         return cls()
 
     def encode_array(self, text: str) -> np.ndarray:
@@ -113,7 +124,7 @@ class BpeTokenizer:
         self.vocab_size = backend.get_vocab_size()
 
     @classmethod
-    def train(cls, text: str, vocab_size: int) -> "BpeTokenizer":
+    def train(cls, text: str, vocab_size: int) -> BpeTokenizer:
         import tokenizers
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -121,8 +132,9 @@ class BpeTokenizer:
         # No prefix space: the decoder must give back exactly the input, first character included.
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        )
         backend.train_from_iterator(_chunks(text), trainer=trainer, length=None)
         return cls(backend)
 
@@ -144,6 +156,44 @@ class BpeTokenizer:
         self.backend.save(str(directory / TOKENIZER_FILE))
 
 
+class PretrainedTokenizer(BpeTokenizer):
+    """A model's own tokenizer, read from its ``tokenizer.json`` (Hugging Face ``tokenizers``), never trained.
+
+    Encoding adds no special tokens, so the shards hold the text's tokens only; decoding keeps every token.
+    """
+
+    kind = "pretrained"
+
+    @classmethod
+    def load(cls, path: str | Path) -> PretrainedTokenizer:
+        import tokenizers
+
+        file = pretrained_tokenizer_file(path)
+        try:
+            return cls(tokenizers.Tokenizer.from_file(str(file)))
+        except Exception as exc:  # the tokenizers library reports a malformed file as a plain Exception
+            raise TextuneError(
+                f'data.tokenizer.path "{path}": {file} is not a tokenizers file: '
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.",
+                "Give the directory a model and its tokenizer were saved to (save_pretrained), "
+                "or the tokenizer.json in it.",
+            ) from exc
+
+
+def pretrained_tokenizer_file(path: str | Path) -> Path:
+    """The ``tokenizer.json`` that ``data.tokenizer.path`` names: that file, or the one in that directory."""
+    given = Path(path).expanduser()
+    file = given / TOKENIZER_FILE if given.is_dir() else given
+    if not file.is_file():
+        raise TextuneError(
+            f'data.tokenizer.path "{path}" holds no {TOKENIZER_FILE}'
+            + (" (it does not exist)." if not given.exists() else "."),
+            "Give the directory a model and its tokenizer were saved to (save_pretrained), or the "
+            "tokenizer.json in it; textune never fetches one from a hub.",
+        )
+    return file
+
+
 def printable(text: str) -> str:
     """``text`` as valid Unicode: every undecodable byte (a lone surrogate, see the module docstring) becomes
     U+FFFD, so it can be printed to a strict UTF-8 stream or written to a UTF-8 file."""
@@ -159,6 +209,9 @@ def train_tokenizer(config: TokenizerConfig, train_text: str) -> Tokenizer:
         return CharTokenizer.train(train_text)
     if config.kind == "byte":
         return ByteTokenizer.train(train_text)
+    if config.kind == "pretrained":
+        assert config.path is not None  # checked by the config
+        return PretrainedTokenizer.load(config.path)
     assert config.vocab_size is not None and config.vocab_size >= BPE_BASE_ALPHABET  # checked by the config
     return BpeTokenizer.train(train_text, config.vocab_size)
 
@@ -166,10 +219,11 @@ def train_tokenizer(config: TokenizerConfig, train_text: str) -> Tokenizer:
 def load_tokenizer(directory: Path, kind: str) -> Tokenizer:
     """The ``kind`` tokenizer saved in a dataset directory."""
     path = directory / TOKENIZER_FILE
-    if kind == "bpe":
+    if kind in ("bpe", "pretrained"):
         import tokenizers
 
-        return BpeTokenizer(tokenizers.Tokenizer.from_file(str(path)))
+        backend = tokenizers.Tokenizer.from_file(str(path))
+        return BpeTokenizer(backend) if kind == "bpe" else PretrainedTokenizer(backend)
     if kind == "byte":
         return ByteTokenizer()
     return CharTokenizer(json.loads(path.read_text(encoding="utf-8"))["chars"])

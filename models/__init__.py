@@ -1,1 +1,4 @@
-"""Language models, the trainer (one trial), checkpoints, metrics and generation. Imports Ray nowhere at module level."""
+"""Language models, the trainer (one trial), checkpoints, metrics and generation.
+
+Imports Ray nowhere at module level.
+"""

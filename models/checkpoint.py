@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from textune import strict_json
+from textune.digest import sha256_of
 from textune.errors import TextuneError
 
 STATE_FILE = "state.pt"
@@ -32,14 +33,6 @@ FORMAT_VERSION = 2
 CHECKPOINTS_DIR = "checkpoints"
 ANNEALED_MODEL = "annealed_model"
 LATEST_FILE = "latest"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_checkpoint(directory: Path, state: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -55,8 +48,9 @@ def write_checkpoint(directory: Path, state: dict[str, Any], meta: dict[str, Any
     body = {"format": FORMAT_VERSION, **meta, "files": files}
     body = json.loads(strict_json.dumps(body))  # exactly what a reader will parse back
     digest = _meta_digest(body)
-    (directory / META_FILE).write_text(strict_json.dumps({**body, "sha256": digest}, indent=2, sort_keys=True),
-                                       encoding="utf-8")
+    (directory / META_FILE).write_text(
+        strict_json.dumps({**body, "sha256": digest}, indent=2, sort_keys=True), encoding="utf-8"
+    )
     return digest
 
 
@@ -71,8 +65,10 @@ def read_meta(directory: Path) -> dict[str, Any]:
     it is not a checkpoint, or its metadata was changed)."""
     meta_path = directory / META_FILE
     if not meta_path.is_file() or not (directory / STATE_FILE).is_file():
-        raise TextuneError(f"{directory} is not a checkpoint: it lacks {META_FILE} or {STATE_FILE}.",
-                           "Give a checkpoint directory (RUN_DIR/checkpoints/tokens_<N>) or a run directory.")
+        raise TextuneError(
+            f"{directory} is not a checkpoint: it lacks {META_FILE} or {STATE_FILE}.",
+            "Give a checkpoint directory (RUN_DIR/checkpoints/tokens_<N>) or a run directory.",
+        )
     return parse_meta(meta_path.read_bytes(), str(meta_path))
 
 
@@ -82,19 +78,23 @@ def parse_meta(content: bytes, meta_path: str) -> dict[str, Any]:
     try:
         meta = json.loads(content.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TextuneError(f"checkpoint metadata {meta_path} is unreadable: {exc}.",
-                           "The checkpoint is damaged; use an earlier one.") from exc
+        raise TextuneError(
+            f"checkpoint metadata {meta_path} is unreadable: {exc}.", "The checkpoint is damaged; use an earlier one."
+        ) from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION or not isinstance(meta.get("files"), dict):
-        raise TextuneError(f"checkpoint metadata {meta_path} is not textune checkpoint format {FORMAT_VERSION} (an "
-                           "older format's checksum did not cover the metadata and tokenizer).",
-                           "Use a checkpoint written by this version of textune: train again, or resume the search "
-                           "that wrote it.")
+        raise TextuneError(
+            f"checkpoint metadata {meta_path} is not textune checkpoint format {FORMAT_VERSION} (an "
+            "older format's checksum did not cover the metadata and tokenizer).",
+            "Use a checkpoint written by this version of textune: train again, or resume the search that wrote it.",
+        )
     if meta.get("sha256") != _meta_digest(meta):
-        raise TextuneError(f"checkpoint metadata {meta_path} was changed after it was written: its content no "
-                           "longer has the SHA-256 it recorded, so its vocabulary size, tokenizer and config cannot "
-                           "be trusted.",
-                           "Use an earlier checkpoint (models.checkpoint.newest_valid_checkpoint finds the newest "
-                           "intact one), or copy the original back.")
+        raise TextuneError(
+            f"checkpoint metadata {meta_path} was changed after it was written: its content no "
+            "longer has the SHA-256 it recorded, so its vocabulary size, tokenizer and config cannot "
+            "be trusted.",
+            "Use an earlier checkpoint (models.checkpoint.newest_valid_checkpoint finds the newest "
+            "intact one), or copy the original back.",
+        )
     return meta
 
 
@@ -105,13 +105,17 @@ def verify(directory: Path) -> dict[str, Any]:
         path = directory / name
         actual = sha256_of(path) if path.is_file() and name == path.name else "(missing)"
         if actual != recorded:
-            raise TextuneError(f"checkpoint {directory} failed its checksum: {directory / name} has SHA-256 "
-                               f"{actual[:12]}…, its metadata recorded {str(recorded)[:12]}….",
-                               "The file was changed or damaged after it was written; use an earlier checkpoint "
-                               "(models.checkpoint.newest_valid_checkpoint finds the newest intact one).")
+            raise TextuneError(
+                f"checkpoint {directory} failed its checksum: {directory / name} has SHA-256 "
+                f"{actual[:12]}…, its metadata recorded {str(recorded)[:12]}….",
+                "The file was changed or damaged after it was written; use an earlier checkpoint "
+                "(models.checkpoint.newest_valid_checkpoint finds the newest intact one).",
+            )
     if STATE_FILE not in meta["files"]:
-        raise TextuneError(f"checkpoint metadata {directory / META_FILE} lists no checksum for {STATE_FILE}.",
-                           "Use a checkpoint written by textune.")
+        raise TextuneError(
+            f"checkpoint metadata {directory / META_FILE} lists no checksum for {STATE_FILE}.",
+            "Use a checkpoint written by textune.",
+        )
     return meta
 
 
@@ -122,9 +126,11 @@ def load_checkpoint(directory: str | Path, map_location: str | torch.device = "c
     try:
         state = torch.load(directory / STATE_FILE, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise TextuneError(f"checkpoint {directory / STATE_FILE} holds objects other than tensors and plain "
-                           "data, so it was refused unread.",
-                           "Only load checkpoints written by textune; this file may have been tampered with.") from exc
+        raise TextuneError(
+            f"checkpoint {directory / STATE_FILE} holds objects other than tensors and plain "
+            "data, so it was refused unread.",
+            "Only load checkpoints written by textune; this file may have been tampered with.",
+        ) from exc
     return state, meta
 
 
@@ -177,12 +183,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
         name = pointer.read_bytes().decode("utf-8", "replace").strip()
         if name.startswith("tokens_") and name[7:].isdigit() and (path / CHECKPOINTS_DIR / name).is_dir():
             return path / CHECKPOINTS_DIR / name
-        raise TextuneError(f"{pointer} does not name a checkpoint of this run (it holds {name[:40]!r}).",
-                           f"Write the name of its newest checkpoint into it (a tokens_<N> directory beside it), "
-                           f"or give that checkpoint directory: {path / CHECKPOINTS_DIR}/tokens_<N>.")
+        raise TextuneError(
+            f"{pointer} does not name a checkpoint of this run (it holds {name[:40]!r}).",
+            f"Write the name of its newest checkpoint into it (a tokens_<N> directory beside it), "
+            f"or give that checkpoint directory: {path / CHECKPOINTS_DIR}/tokens_<N>.",
+        )
     if not path.exists():
         raise TextuneError(f"checkpoint or run directory {path} does not exist.", "Check the path.")
-    raise TextuneError(f"{path} is neither a checkpoint (no {META_FILE}) nor a run directory with checkpoints "
-                       f"(no {CHECKPOINTS_DIR}/{LATEST_FILE}).",
-                       "Give RUN_DIR or RUN_DIR/checkpoints/tokens_<N>; a run writes its first checkpoint at its "
-                       "first evaluation.")
+    raise TextuneError(
+        f"{path} is neither a checkpoint (no {META_FILE}) nor a run directory with checkpoints "
+        f"(no {CHECKPOINTS_DIR}/{LATEST_FILE}).",
+        "Give RUN_DIR or RUN_DIR/checkpoints/tokens_<N>; a run writes its first checkpoint at its first evaluation.",
+    )

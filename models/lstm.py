@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from models.config import TrialConfig
+from models.language_model import LanguageModel
 
 
 @dataclass
@@ -23,7 +24,7 @@ class LSTMState:
     length: int = 0
 
 
-class LSTMLM(nn.Module):
+class LSTMLM(LanguageModel):
     # A recurrent model has no context limit: generation never crops its input.
     block_size = None
 
@@ -33,8 +34,13 @@ class LSTMLM(nn.Module):
         self.wte = nn.Embedding(vocab_size, hidden)
         self.drop = nn.Dropout(config.dropout)
         # nn.LSTM applies its dropout between layers only, hence the explicit dropouts around it.
-        self.lstm = nn.LSTM(hidden, hidden, num_layers=config.n_layers, batch_first=True,
-                            dropout=config.dropout if config.n_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            hidden,
+            hidden,
+            num_layers=config.n_layers,
+            batch_first=True,
+            dropout=config.dropout if config.n_layers > 1 else 0.0,
+        )
         self.lm_head = nn.Linear(hidden, vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied input/output embeddings
         nn.init.normal_(self.wte.weight, mean=0.0, std=0.02)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
-
-from torch import nn
+from collections.abc import Iterable, Sequence
 
 from models.config import TrialConfig
+from models.language_model import LanguageModel
 
 
 def bits_per_char(nats_per_token: float, chars_per_token: float) -> float:
@@ -20,7 +19,7 @@ def perplexity(nats_per_token: float) -> float:
     return math.exp(nats_per_token) if nats_per_token < 709 else math.inf
 
 
-def flops_per_token(config: TrialConfig, model: nn.Module) -> float:
+def flops_per_token(config: TrialConfig, model: LanguageModel) -> float:
     """Training FLOPs per token, PaLM-style: 6·N for the weights plus 12·L·nh·hs·T for attention scores.
 
     N counts non-embedding parameters. The LSTM has no attention term.
@@ -33,5 +32,5 @@ def flops_per_token(config: TrialConfig, model: nn.Module) -> float:
 
 def distinct_n(samples: Iterable[Sequence[int]], n: int) -> float:
     """Distinct-n: unique n-grams over all n-grams in the samples (1.0 = no repetition); 0.0 when none."""
-    grams = [tuple(s[i:i + n]) for s in samples for i in range(len(s) - n + 1)]
+    grams = [tuple(s[i : i + n]) for s in samples for i in range(len(s) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0

@@ -33,9 +33,13 @@ def format_report(metrics: dict[str, Any]) -> str:
     """The one-line summary of an evaluation printed by ``textune train``."""
     parts = [f"tokens {metrics['tokens']:,}", f"val_bpc {metrics['val_bpc']:.4f}"]
     if "train_bpc" in metrics:
-        parts += [f"train_bpc {metrics['train_bpc']:.4f}", f"val_ppl {metrics['val_ppl']:.3f}",
-                  f"best {metrics['best_val_bpc']:.4f}", f"lr {metrics['lr']:.2e}",
-                  f"{metrics['tokens_per_s']:,.0f} tok/s"]
+        parts += [
+            f"train_bpc {metrics['train_bpc']:.4f}",
+            f"val_ppl {metrics['val_ppl']:.3f}",
+            f"best {metrics['best_val_bpc']:.4f}",
+            f"lr {metrics['lr']:.2e}",
+            f"{metrics['tokens_per_s']:,.0f} tok/s",
+        ]
     if "floor_gap" in metrics:
         parts.append(f"floor gap {metrics['floor_gap']:+.4f}")
     return f"[{metrics['status']}] " + " | ".join(parts)
@@ -80,18 +84,22 @@ def checkpoint_to_resume(run_dir: Path, resume: bool) -> Path | None:
     if resume:
         checkpoint = newest_valid_checkpoint(run_dir)
         if checkpoint is None:
-            raise TextuneError(f"--resume: run directory {run_dir} holds no intact checkpoint to resume from.",
-                               "Start the run without --resume (a run writes its first checkpoint at its first "
-                               "evaluation).")
+            raise TextuneError(
+                f"--resume: run directory {run_dir} holds no intact checkpoint to resume from.",
+                "Start the run without --resume (a run writes its first checkpoint at its first evaluation).",
+            )
         return checkpoint
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise TextuneError(f"run directory {run_dir} already exists and is not empty; it was left untouched.",
-                           "Pass --resume to continue that run, or --run-dir to train into a new directory.")
+        raise TextuneError(
+            f"run directory {run_dir} already exists and is not empty; it was left untouched.",
+            "Pass --resume to continue that run, or --run-dir to train into a new directory.",
+        )
     return None
 
 
-def train_in_run_dir(config: dict[str, Any], run_dir: Path, resume_from: Path | None,
-                     stream: TextIO = sys.stderr) -> TrialResult:
+def train_in_run_dir(
+    config: dict[str, Any], run_dir: Path, resume_from: Path | None, stream: TextIO = sys.stderr
+) -> TrialResult:
     """Train one model into ``run_dir``: a fresh run, or one continuing from ``resume_from`` (see
     :func:`checkpoint_to_resume`). TensorBoard files go to ``run_dir/tensorboard`` unless the config says.
 
@@ -110,8 +118,10 @@ def train_in_run_dir(config: dict[str, Any], run_dir: Path, resume_from: Path | 
             (run_dir / "config.yaml").write_text(dump_yaml(config, sort_keys=True), encoding="utf-8")
         except OSError as exc:
             _remove_fresh_run(run_dir, created)
-            raise TextuneError(f"run directory {run_dir} cannot be written: {exc.strerror or exc}.",
-                               "Choose a --run-dir in a place this user can write.") from exc
+            raise TextuneError(
+                f"run directory {run_dir} cannot be written: {exc.strerror or exc}.",
+                "Choose a --run-dir in a place this user can write.",
+            ) from exc
     reporter = RunDirReporter(run_dir, stream)
     try:
         return run_trial(config, reporter, resume_from=str(resume_from) if resume_from is not None else None)

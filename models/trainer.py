@@ -13,20 +13,42 @@ import copy
 import math
 import random
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data_pipeline.tokenization import Tokenizer
 from models.config import TrialConfig
 from models.families import build_model
 from models.optim import build_optimizer, cooldown_factor, lr_at, set_lr
 from textune.errors import TextuneError
 
+# cross_entropy's ignore_index: a target that counts in no loss.
+IGNORED = -100
+
 
 class Diverged(Exception):
     """The training loss became NaN or infinite: the trial ends as ``diverged``."""
+
+
+class TrainingData(Protocol):
+    """What the trainer reads from a prepared dataset (data_pipeline.reader.TokenDataset): token ids in blocks of
+    ``block_size``, x and y (rows, block_size) with y the next token of each x."""
+
+    tokenizer: Tokenizer
+
+    def sample_batch(
+        self, split: str, batch_size: int, block_size: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``batch_size`` blocks of ``split`` at random places drawn from ``rng``."""
+
+    def eval_batches(
+        self, split: str, block_size: int, batch_size: int, max_blocks: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The fixed evaluation blocks of ``split`` (at most ``max_blocks``), ``batch_size`` at a time."""
 
 
 def resolve_device(name: str, where: str = 'trial config key "device"') -> torch.device:
@@ -35,10 +57,22 @@ def resolve_device(name: str, where: str = 'trial config key "device"') -> torch
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise TextuneError(f"{where} asks for cuda, but this machine has no CUDA device that PyTorch can use "
-                           f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}).",
-                           "Use cpu (or auto, which picks a GPU when there is one).")
+        raise TextuneError(
+            f"{where} asks for cuda, but this machine has no CUDA device that PyTorch can use "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}).",
+            "Use cpu (or auto, which picks a GPU when there is one).",
+        )
     return torch.device(name)
+
+
+def use_tensor_cores() -> None:
+    """Let CUDA matmuls and convolutions run in TF32, the tensor-core path, at no cost to the loss at these scales.
+
+    Process-wide flags: called once where a process that trains starts (textune train, a Ray Tune trial); they
+    change nothing on a CPU.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
 
 
 def seed_everything(seed: int) -> None:
@@ -48,9 +82,9 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Trains ``config``'s model on ``dataset`` (a data_pipeline TokenDataset) on ``device``."""
+    """Trains ``config``'s model on ``dataset`` on ``device`` (bf16 autocast on CUDA)."""
 
-    def __init__(self, config: TrialConfig, dataset: Any, device: torch.device) -> None:
+    def __init__(self, config: TrialConfig, dataset: TrainingData, device: torch.device) -> None:
         self.config, self.dataset, self.device = config, dataset, device
         seed_everything(config.seed)
         self.vocab_size = dataset.tokenizer.vocab_size
@@ -64,10 +98,6 @@ class Trainer:
         # Tokens trained on cooldown branches: they cost compute but are not progress (tokens stays ASHA's clock).
         self.cooldown_tokens = 0
         self.best_val_bpc = math.inf
-        if device.type == "cuda":
-            # TF32 matmuls and bf16 autocast: the tensor-core paths, at no cost to the loss at these scales.
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
@@ -85,14 +115,18 @@ class Trainer:
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy (nats/token) of next-token predictions for x, y (B, T)."""
+    def loss(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Cross-entropy (nats/token) of next-token predictions for x, y (B, T): the mean, or with reduction
+        "sum" the sum, over the targets that are not ``IGNORED``."""
         with self.autocast():
             logits = self.forward(x)  # (B, T, V)
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
+        return F.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), y.view(-1), reduction=reduction, ignore_index=IGNORED
+        )
 
-    def train_until(self, target_tokens: int, on_step: Callable[[int], None],
-                    lr_of: Callable[[int], float] | None = None) -> tuple[float, float]:
+    def train_until(
+        self, target_tokens: int, on_step: Callable[[int], None], lr_of: Callable[[int], float] | None = None
+    ) -> tuple[float, float]:
         """Optimiser steps until exactly ``target_tokens``; (mean train loss over them, seconds spent).
 
         Steps are whole (``tokens_per_step``) except the last, which is shortened when a whole one would pass
@@ -142,12 +176,9 @@ class Trainer:
             counted = step_tokens - first * block_size  # tokens still to count, from this micro-batch's first
             if counted < y.numel():
                 y = y.flatten().clone()
-                y[counted:] = -100  # cross_entropy's ignore_index
+                y[counted:] = IGNORED
                 y = y.view(x.shape)
-            with self.autocast():
-                logits = self.forward(x)  # (b, T, V)
-            summed = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), reduction="sum",
-                                     ignore_index=-100)
+            summed = self.loss(x, y, reduction="sum")
             (summed / step_tokens).backward()
             total += summed.detach()
         return total / step_tokens
@@ -167,8 +198,9 @@ class Trainer:
         (mean train loss, seconds), as :meth:`train_until`. Meant for a :meth:`branch`."""
         start, start_lr = self.tokens, lr_at(self.tokens, self.config)
         shape = self.config.cooldown_shape
-        return self.train_until(start + tokens, lambda _: None,
-                                lambda now: start_lr * cooldown_factor((now - start) / tokens, shape))
+        return self.train_until(
+            start + tokens, lambda _: None, lambda now: start_lr * cooldown_factor((now - start) / tokens, shape)
+        )
 
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> float:
@@ -176,13 +208,11 @@ class Trainer:
         config = self.config
         self.model.eval()
         total, count = 0.0, 0
-        for x, y in self.dataset.eval_batches(split, config.block_size, config.batch_size,
-                                              max_blocks=config.eval_max_blocks):
-            x, y = self._to_device(x), self._to_device(y)
-            with self.autocast():
-                logits = self.forward(x)  # (B, T, V)
-            total += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
-            count += y.numel()
+        for x, y in self.dataset.eval_batches(
+            split, config.block_size, config.batch_size, max_blocks=config.eval_max_blocks
+        ):
+            total += self.loss(self._to_device(x), self._to_device(y), reduction="sum").item()
+            count += y.size  # blocks x tokens
         self.model.train()
         return total / count
 
@@ -192,15 +222,26 @@ class Trainer:
         rng = {
             "torch": torch.get_rng_state(),
             "python": random.getstate(),
-            "numpy": {**numpy_state, "state": {"key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
-                                               "pos": numpy_state["state"]["pos"]}},
+            "numpy": {
+                **numpy_state,
+                "state": {
+                    "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                    "pos": numpy_state["state"]["pos"],
+                },
+            },
             "sampler": self.sampler.bit_generator.state,
         }
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng,
-                "tokens": self.tokens, "step": self.step, "best_val_bpc": self.best_val_bpc,
-                "cooldown_tokens": self.cooldown_tokens}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng,
+            "tokens": self.tokens,
+            "step": self.step,
+            "best_val_bpc": self.best_val_bpc,
+            "cooldown_tokens": self.cooldown_tokens,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -211,8 +252,15 @@ class Trainer:
         torch.set_rng_state(rng["torch"].cpu())
         random.setstate(rng["python"])
         numpy_state = rng["numpy"]
-        np.random.set_state({**numpy_state, "state": {"key": numpy_state["state"]["key"].numpy().astype(np.uint32),
-                                                      "pos": numpy_state["state"]["pos"]}})
+        np.random.set_state(
+            {
+                **numpy_state,
+                "state": {
+                    "key": numpy_state["state"]["key"].numpy().astype(np.uint32),
+                    "pos": numpy_state["state"]["pos"],
+                },
+            }
+        )
         self.sampler.bit_generator.state = rng["sampler"]
         if self.device.type == "cuda" and "cuda" in rng:
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import TrialConfig
+from models.language_model import LanguageModel
 
 
 @dataclass
@@ -49,8 +50,9 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None,
-                cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
@@ -59,13 +61,15 @@ class CausalSelfAttention(nn.Module):
         past = 0
         if cache is not None:
             past = cache.length
-            if past:
-                k = torch.cat((cache.keys[layer], k), dim=2)  # (B, nh, past + T, hs)
-                v = torch.cat((cache.values[layer], v), dim=2)
+            past_keys, past_values = cache.keys[layer], cache.values[layer]
+            if past_keys is not None and past_values is not None:
+                k = torch.cat((past_keys, k), dim=2)  # (B, nh, past + T, hs)
+                v = torch.cat((past_values, v), dim=2)
             cache.keys[layer], cache.values[layer] = k, v
         if past == 0:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                               is_causal=True)
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )
         else:
             # New queries see every cached key and the new keys up to their own position.
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
@@ -81,17 +85,25 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(config.d_model)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.d_model)
-        self.mlp = nn.Sequential(nn.Linear(config.d_model, hidden), nn.GELU(), nn.Linear(hidden, config.d_model),
-                                 nn.Dropout(config.dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(config.d_model, hidden), nn.GELU(), nn.Linear(hidden, config.d_model), nn.Dropout(config.dropout)
+        )
 
-    def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None,
-                cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), rotary, cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 
-class TransformerLM(nn.Module):
+class TransformerLM(LanguageModel):
     """GPT-style language model: ``forward(idx (B, T)) -> logits (B, T, V)``."""
+
+    # Buffers of rotary models, each (block_size, head_dim // 2); declared for the type checker, which sees a
+    # registered buffer as nn.Module.__getattr__'s Tensor | Module.
+    rotary_cos: torch.Tensor
+    rotary_sin: torch.Tensor
+    block_size: int  # a Transformer always has a longest context
 
     def __init__(self, config: TrialConfig, vocab_size: int) -> None:
         super().__init__()
@@ -135,7 +147,7 @@ class TransformerLM(nn.Module):
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(start, start + T, device=idx.device))
         else:
-            rotary = (self.rotary_cos[start:start + T], self.rotary_sin[start:start + T])
+            rotary = (self.rotary_cos[start : start + T], self.rotary_sin[start : start + T])
         x = self.drop(x)
         for layer, block in enumerate(self.blocks):
             x = block(x, rotary, cache, layer)

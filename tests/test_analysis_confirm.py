@@ -68,8 +68,13 @@ def confirmed(finished_experiment: Path, tmp_path_factory: pytest.TempPathFactor
     with log.open("w") as output:
         # A session of its own, so whatever the driver leaves behind can be stopped with it.
         driver = subprocess.Popen(
-            [sys.executable, "-m", "tune_jobs.cli.main", "confirm", str(experiment), *OPTIONS], cwd=REPO_ROOT,
-            env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+            [sys.executable, "-m", "tune_jobs.cli.main", "confirm", str(experiment), *OPTIONS],
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 300
         while not saved_as_finished(experiment / "confirm"):
@@ -83,8 +88,9 @@ def confirmed(finished_experiment: Path, tmp_path_factory: pytest.TempPathFactor
             os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     saved = saved_as_finished(experiment / "confirm")
-    finished_before = {run: reports for run, reports in completed_trials(experiment / "confirm").items()
-                       if run in saved}
+    finished_before = {
+        run: reports for run, reports in completed_trials(experiment / "confirm").items() if run in saved
+    }
     result = run_textune("confirm", str(experiment), *OPTIONS, timeout=400, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return Confirmed(experiment, result, log.read_text(), finished_before)
@@ -92,8 +98,10 @@ def confirmed(finished_experiment: Path, tmp_path_factory: pytest.TempPathFactor
 
 def run_states(experiment: Path) -> dict[str, int]:
     """Each confirmation run's directory -> reports recorded, plus Ray's experiment state files."""
-    runs = {path.parent.name: len(path.read_text().splitlines())
-            for path in (experiment / "confirm").glob("trial_*/result.json")}
+    runs = {
+        path.parent.name: len(path.read_text().splitlines())
+        for path in (experiment / "confirm").glob("trial_*/result.json")
+    }
     runs.update({path.name: 0 for path in (experiment / "confirm").glob("experiment_state-*.json")})
     return runs
 
@@ -105,10 +113,15 @@ def test_confirm_retrains_the_top_configs_over_seeds_and_folds(confirmed: Confir
     top = search[search["best_metric"].map(math.isfinite)].head(TOP_K)
     assert [c["trial_id"] for c in summary["configs"]] == list(top["trial_id"])
     assert [c["rank"] for c in summary["configs"]] == [1, 2]
-    assert summary["configs"][0]["config"] == {k.removeprefix("config/"): v for k, v in top.iloc[0].items()
-                                               if k.startswith("config/")}
-    assert (summary["metric"], summary["seeds"], summary["folds"], summary["max_tokens"]) == \
-        ("val_bpc", SEEDS, FOLDS, 8192)
+    assert summary["configs"][0]["config"] == {
+        k.removeprefix("config/"): v for k, v in top.iloc[0].items() if k.startswith("config/")
+    }
+    assert (summary["metric"], summary["seeds"], summary["folds"], summary["max_tokens"]) == (
+        "val_bpc",
+        SEEDS,
+        FOLDS,
+        8192,
+    )
     order = [(r["seed"], r["fold"]) for r in summary["replications"]]
     assert order == [(1, 0), (1, 1), (2, 0), (2, 1)]  # fresh seeds: the search trained with seed 0
 
@@ -159,12 +172,17 @@ def test_rerunning_a_finished_confirmation_trains_nothing(confirmed: Confirmed) 
     assert again.stdout.splitlines()[-4:] == first.stdout.splitlines()[-4:]  # the same table and verdict
 
 
-def test_other_options_do_not_overwrite_a_confirmation(confirmed: Confirmed,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_other_options_do_not_overwrite_a_confirmation(
+    confirmed: Confirmed, capsys: pytest.CaptureFixture[str]
+) -> None:
     experiment = confirmed.experiment
     before = run_states(experiment)
-    assert_user_error(cli("confirm", str(experiment), "--top-k", "2", "--seeds", "3", capsys=capsys),
-                      "holds a confirmation run with other settings", "seeds 2, folds 2", "does not overwrite")
+    assert_user_error(
+        cli("confirm", str(experiment), "--top-k", "2", "--seeds", "3", capsys=capsys),
+        "holds a confirmation run with other settings",
+        "seeds 2, folds 2",
+        "does not overwrite",
+    )
     assert run_states(experiment) == before
 
 
@@ -181,16 +199,24 @@ def untouched(finished_experiment: Path, tmp_path_factory: pytest.TempPathFactor
     return copy_of(finished_experiment, tmp_path_factory.mktemp("untouched"))
 
 
-@pytest.mark.parametrize("options, fragments", [
-    (["--top-k", "99", "--seeds", "1"], ["--top-k 99", "distinct configs with a finite metric", "Give --top-k"]),
-    (["--top-k", "1", "--seeds", "1", "--folds", "2000"], ["--folds 2000", "too few for one block of block_size=32",
-                                                           "Use at most"]),
-    (["--top-k", "0", "--seeds", "1"], ["--top-k must be 1 or more"]),
-    (["--top-k", "1", "--seeds", "0"], ["--seeds must be 1 or more"]),
-    (["--top-k", "1", "--seeds", "1", "--folds", "1"], ["--folds 1", "give 2 or more folds"]),
-], ids=["top-k-above-trials", "fold-shorter-than-a-block", "top-k-0", "seeds-0", "folds-1"])
-def test_bad_input_is_refused_before_anything_runs(untouched: Path, options: list[str], fragments: list[str],
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "options, fragments",
+    [
+        (["--top-k", "99", "--seeds", "1"], ["--top-k 99", "distinct configs with a finite metric", "Give --top-k"]),
+        (
+            ["--top-k", "1", "--seeds", "1", "--folds", "2000"],
+            ["--folds 2000", "too few for one block of block_size=32", "Use at most"],
+        ),
+        # Option bounds are checked as the command line is parsed, as in every command (issue 16, point 11).
+        (["--top-k", "0", "--seeds", "1"], ["--top-k", "1<=x<=100"]),
+        (["--top-k", "1", "--seeds", "0"], ["--seeds", "x>=1"]),
+        (["--top-k", "1", "--seeds", "1", "--folds", "1"], ["--folds", "x>=2"]),
+    ],
+    ids=["top-k-above-trials", "fold-shorter-than-a-block", "top-k-0", "seeds-0", "folds-1"],
+)
+def test_bad_input_is_refused_before_anything_runs(
+    untouched: Path, options: list[str], fragments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert_user_error(cli("confirm", str(untouched), *options, capsys=capsys), *fragments)
     assert not (untouched / "confirm").exists() and not (untouched / "analysis").exists()
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -27,38 +28,83 @@ from tune_jobs.spec import Resources
 pytestmark = pytest.mark.timeout(300)
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-SECTIONS = ("learning-curves", "best-so-far", "parallel-coordinates", "importance", "confirmation", "samples",
-            "cost")
+SECTIONS = ("learning-curves", "best-so-far", "parallel-coordinates", "importance", "confirmation", "samples", "cost")
 MARKUP_PROMPT = "<b>x</b>"  # model output and prompts are text: the page must show this, not render it
 SAMPLING = ("--top-k", "2", "--seeds", "2", "--max-new-tokens", "40")
 
 
 def importance_document(trials: pd.DataFrame) -> dict[str, Any]:
     """What ``textune analyze`` writes for a search that backs a ranking, in the agreed shape."""
-    shares = [("lr", 0.6, 0.05, True), ("batch_size", 0.2, 0.02, True), ("n_heads", 0.05, 0.03, True),
-              ("head_dim", 0.01, 0.02, False)]
-    effects = {"lr": {"kind": "numeric", "log": True, "x": [0.004, 0.01, 0.04], "y": [3.4, 3.2, 3.6]},
-               **{name: {"kind": "categorical", "log": False, "x": [8, 16], "y": [3.5, 3.3]}
-                  for name in ("batch_size", "n_heads", "head_dim")}}
-    document = {"metric": "val_bpc", "mode": "min", "n_trials": 48, "n_hyperparameters": 4, "trials_needed": 40,
-                "budget_rule": "last rung reached", "oob_r2": 0.5, "no_ranking_reason": None,
-                "importance": [{"param": param, "share": share, "chance_share": chance,
-                                "share_above_chance": max(0.0, share - chance), "beyond_chance": beyond}
-                               for param, share, chance, beyond in shares],
-                "main_effects": effects, "interactions": [{"params": ["lr", "batch_size"], "share": 0.08}]}
+    shares = [
+        ("lr", 0.6, 0.05, True),
+        ("batch_size", 0.2, 0.02, True),
+        ("n_heads", 0.05, 0.03, True),
+        ("head_dim", 0.01, 0.02, False),
+    ]
+    effects = {
+        "lr": {"kind": "numeric", "log": True, "x": [0.004, 0.01, 0.04], "y": [3.4, 3.2, 3.6]},
+        **{
+            name: {"kind": "categorical", "log": False, "x": [8, 16], "y": [3.5, 3.3]}
+            for name in ("batch_size", "n_heads", "head_dim")
+        },
+    }
+    document = {
+        "metric": "val_bpc",
+        "mode": "min",
+        "n_trials": 48,
+        "n_hyperparameters": 4,
+        "trials_needed": 40,
+        "budget_rule": "last rung reached",
+        "oob_r2": 0.5,
+        "no_ranking_reason": None,
+        "importance": [
+            {
+                "param": param,
+                "share": share,
+                "chance_share": chance,
+                "share_above_chance": max(0.0, share - chance),
+                "beyond_chance": beyond,
+            }
+            for param, share, chance, beyond in shares
+        ],
+        "main_effects": effects,
+        "interactions": [{"params": ["lr", "batch_size"], "share": 0.08}],
+    }
     ImportanceReport.model_validate(document)
     return document
 
 
 def confirm_document(trials: pd.DataFrame) -> dict[str, Any]:
     """What ``textune confirm`` writes, in the agreed shape."""
-    configs = [{"rank": rank, "trial_id": row["trial_id"], "config": {"lr": float(row["config/lr"])},
-                "values": [3.1 + rank / 10, 3.2 + rank / 10], "mean": 3.15 + rank / 10, "std": 0.07}
-               for rank, (_, row) in enumerate(trials.head(2).iterrows(), start=1)]
-    return {"metric": "val_bpc", "mode": "min", "seeds": 2, "folds": None, "max_tokens": 8192, "configs": configs,
-            "paired_test": {"best": configs[0]["trial_id"], "runner_up": configs[1]["trial_id"],
-                            "test": "paired t-test", "n": 2, "mean_diff": -0.1, "p_value": 0.01, "alpha": 0.05,
-                            "significant": True}}
+    configs = [
+        {
+            "rank": rank,
+            "trial_id": row["trial_id"],
+            "config": {"lr": float(row["config/lr"])},
+            "values": [3.1 + rank / 10, 3.2 + rank / 10],
+            "mean": 3.15 + rank / 10,
+            "std": 0.07,
+        }
+        for rank, (_, row) in enumerate(trials.head(2).iterrows(), start=1)
+    ]
+    return {
+        "metric": "val_bpc",
+        "mode": "min",
+        "seeds": 2,
+        "folds": None,
+        "max_tokens": 8192,
+        "configs": configs,
+        "paired_test": {
+            "best": configs[0]["trial_id"],
+            "runner_up": configs[1]["trial_id"],
+            "test": "paired t-test",
+            "n": 2,
+            "mean_diff": -0.1,
+            "p_value": 0.01,
+            "alpha": 0.05,
+            "significant": True,
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +116,17 @@ def browser() -> Iterator[Any]:
     os.environ["SE_OFFLINE"] = "true"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1200,2400"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1200,2400",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # chromedriver gives every session a new empty --user-data-dir of its own.
@@ -86,8 +140,9 @@ def browser() -> Iterator[Any]:
 # The second variant is an experiment as an older textune left it: results only, and evaluations without the
 # timing columns that order them in time.
 @pytest.mark.parametrize("with_analyses", [True, False], ids=["with-analyses", "older-results-only-to-out-dir"])
-def test_report_opens_in_a_browser_with_every_section(experiment_copy: Path, browser: Any, tmp_path: Path,
-                                                      with_analyses: bool) -> None:
+def test_report_opens_in_a_browser_with_every_section(
+    experiment_copy: Path, browser: Any, tmp_path: Path, with_analyses: bool
+) -> None:
     trials = pd.read_parquet(experiment_copy / "results.parquet")
     if with_analyses:
         (experiment_copy / "analysis").mkdir()
@@ -143,8 +198,9 @@ def check_samples_document(experiment: Path, trials: pd.DataFrame) -> None:
         assert 0 < entry["distinct_1"] <= 1 and 0 < entry["distinct_2"] <= 1 and 0 <= entry["repetition_rate"] < 1
         assert math.isfinite(entry["self_bpc"]) and entry["self_ppl"] > 1
     # Fixed prompts and seeds: drawing again gives the very same samples.
-    options = QualityConfig(top_k=2, prompts=samples["prompts"], seeds=samples["seeds"],
-                            max_new_tokens=samples["max_new_tokens"])
+    options = QualityConfig(
+        top_k=2, prompts=samples["prompts"], seeds=samples["seeds"], max_new_tokens=samples["max_new_tokens"]
+    )
     assert sample_top_configs(open_experiment(experiment), trials, options) == samples
 
 
@@ -154,24 +210,28 @@ def test_report_on_a_search_too_small_for_importance_shows_no_ranking(experiment
     analyzed = run_textune("analyze", str(experiment_copy))
     assert analyzed.returncode == 0, analyzed.stderr
     out = tmp_path / "report"
-    made = run_textune("report", str(experiment_copy), "--top-k", "1", "--seeds", "1", "--max-new-tokens", "8",
-                       "--out", str(out))
+    made = run_textune(
+        "report", str(experiment_copy), "--top-k", "1", "--seeds", "1", "--max-new-tokens", "8", "--out", str(out)
+    )
     assert made.returncode == 0, made.stderr[-3000:]
     assert not (out / "importance.png").exists() and (out / "learning_curves.png").exists()
     page = (out / "index.html").read_text()
-    section = page[page.index('<section id="importance">'):page.index('<section id="confirmation">')]
+    section = page[page.index('<section id="importance">') : page.index('<section id="confirmation">')]
     assert "fitted on 8 finished trials of 5 hyperparameters" in section and "needs at least 50 trials" in section
     assert "Importance cannot be read from this search" in section and "42 more trials" in section
     assert "<img" not in section and "<table" not in section
     assert "one training run on one seed" in page
 
 
-@pytest.mark.parametrize("words, expected", [
-    ("a b c d a b c d", 1 / 5),  # five 4-grams, "a b c d" repeats once
-    ("a a a a a a", 2 / 3),  # three identical 4-grams: two repeat the first
-    ("one two three four five", 0.0),
-    ("too short", 0.0),
-])
+@pytest.mark.parametrize(
+    "words, expected",
+    [
+        ("a b c d a b c d", 1 / 5),  # five 4-grams, "a b c d" repeats once
+        ("a a a a a a", 2 / 3),  # three identical 4-grams: two repeat the first
+        ("one two three four five", 0.0),
+        ("too short", 0.0),
+    ],
+)
 def test_repetition_rate_counts_repeated_four_grams(words: str, expected: float) -> None:
     assert math.isclose(repetition_rate(word_ids([words])[0]), expected)
 
@@ -203,25 +263,38 @@ def test_cost_columns_in_export_and_best(finished_experiment: Path, tmp_path: Pa
     assert text.returncode == 0 and "CPU-core-hours" in text.stdout and f"({len(trials)} trials)" in text.stdout
 
 
-@pytest.mark.parametrize("resources, kind, hours", [
-    ({"cpu": 4, "gpu": 2}, "gpu", 4.0),  # GPUs held: GPU-hours, the CPUs beside them are not counted
-    ({"cpu": 2, "gpu": 0.5}, "gpu", 1.0),  # a fractional GPU counts its fraction
-    ({"cpu": 4, "gpu": 0}, "cpu_core", 8.0),  # no GPU: CPU-core-hours
-])
+@pytest.mark.parametrize(
+    "resources, kind, hours",
+    [
+        ({"cpu": 4, "gpu": 2}, "gpu", 4.0),  # GPUs held: GPU-hours, the CPUs beside them are not counted
+        ({"cpu": 2, "gpu": 0.5}, "gpu", 1.0),  # a fractional GPU counts its fraction
+        ({"cpu": 4, "gpu": 0}, "cpu_core", 8.0),  # no GPU: CPU-core-hours
+    ],
+)
 def test_device_hours_count_the_devices_a_trial_held(resources: dict[str, float], kind: str, hours: float) -> None:
     cost = trial_cost({"tokens": 10, "flops": 5.0, "time_total_s": 7200.0}, Resources(**resources))
-    assert cost == {"tokens": 10, "cooldown_tokens": 0, "flops": 5.0, "wall_time_s": 7200.0, "device_kind": kind,
-                    "device_hours": hours}
+    assert cost == {
+        "tokens": 10,
+        "cooldown_tokens": 0,
+        "flops": 5.0,
+        "wall_time_s": 7200.0,
+        "device_kind": kind,
+        "device_hours": hours,
+    }
 
 
-@pytest.mark.parametrize("arguments, fragments", [
-    (["{missing}"], ["is not a textune experiment"]),
-    (["{experiment}", "--out", "{occupied}"], ["not a textune report", "--out"]),
-    (["{experiment}", "--top-k", "0"], ["--top-k", "1<=x<=100"]),
-    (["{experiment}", "--prompt", ""], ["prompts"]),
-])
-def test_report_bad_input(finished_experiment: Path, tmp_path: Path, arguments: list[str],
-                          fragments: list[str]) -> None:
+@pytest.mark.parametrize(
+    "arguments, fragments",
+    [
+        (["{missing}"], ["is not a textune experiment"]),
+        (["{experiment}", "--out", "{occupied}"], ["not a textune report", "--out"]),
+        (["{experiment}", "--top-k", "0"], ["--top-k", "1<=x<=100"]),
+        (["{experiment}", "--prompt", ""], ["prompts"]),
+    ],
+)
+def test_report_bad_input(
+    finished_experiment: Path, tmp_path: Path, arguments: list[str], fragments: list[str]
+) -> None:
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
@@ -233,16 +306,18 @@ def test_report_bad_input(finished_experiment: Path, tmp_path: Path, arguments: 
 
 # S4 (issue 14 A.3): a report replaces exactly the files an earlier report wrote, and refuses a directory
 # that holds anything else (the user's notes.txt and slides/ were deleted before).
-def test_report_out_replaces_an_earlier_report_and_never_touches_the_users_files(experiment_copy: Path,
-                                                                                 tmp_path: Path) -> None:
+def test_report_out_replaces_an_earlier_report_and_never_touches_the_users_files(
+    experiment_copy: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     quick = ("--top-k", "1", "--seeds", "1", "--max-new-tokens", "8", "--out", str(out))
     for _ in range(2):  # the second run replaces the first report
         made = run_textune("report", str(experiment_copy), *quick)
         assert made.returncode == 0, made.stderr[-3000:]
     written = json.loads((out / ".textune-report.json").read_text())
-    assert written[0] == "index.html" and sorted(p.name for p in out.iterdir()) == sorted([*written,
-                                                                                           ".textune-report.json"])
+    assert written[0] == "index.html" and sorted(p.name for p in out.iterdir()) == sorted(
+        [*written, ".textune-report.json"]
+    )
     (out / "notes.txt").write_text("mine")
     (out / "slides").mkdir()
     (out / "slides" / "talk.pdf").write_bytes(b"%PDF")

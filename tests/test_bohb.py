@@ -1,10 +1,11 @@
 """Rung-aware TPE (``search.algorithm: bohb``) driven through its Ray Tune callbacks, as Ray Tune and the replay
 simulator drive it: which rung's model proposes, seeded proposals, state round trip, diverged trials. The
-contract every search algorithm shares is in test_search_contract.py. Nothing here starts Ray."""
+contract every search algorithm shares is in test_search_contract.py. Only the resume test starts Ray."""
 
 from __future__ import annotations
 
 import math
+import signal
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -13,9 +14,9 @@ import pandas as pd
 import pytest
 from ray.tune.search import ConcurrencyLimiter
 
-from conftest import run_textune
-from test_replay_table import hand_spec
-from test_tune_spec import tiny_job, write_job
+from conftest import run_textune, run_until
+from support.jobs import tiny_job, write_job
+from support.replay import hand_spec
 from tune_jobs.bohb import RANDOM_FRACTION, RungTPESearch
 from tune_jobs.search import NON_FINITE_PENALTY, TIME_ATTR, build_search_alg, rung_milestones
 from tune_jobs.space import Dimension, to_param_space
@@ -26,12 +27,24 @@ SPACE = {"lr": Dimension(loguniform=[1e-4, 1e-1])}
 EARLY_BEST, FINAL_BEST = 3e-2, 1e-3  # where the rung-1 and the final rankings peak
 
 
-def searcher(points: list[dict[str, Any]] = (), seed: int = 0, mode: str = "min",
-             random_fraction: float = 0.0, space: dict[str, Dimension] = SPACE) -> RungTPESearch:
+def searcher(
+    points: list[dict[str, Any]] = (),
+    seed: int = 0,
+    mode: str = "min",
+    random_fraction: float = 0.0,
+    space: dict[str, Dimension] = SPACE,
+) -> RungTPESearch:
     """A searcher as Ray Tune sets it up; by default without random proposals, so every proposal is modelled
     once a level has d + 1 observations."""
-    search = RungTPESearch(LEVELS, metric="val_bpc", mode=mode, time_attr=TIME_ATTR, points_to_evaluate=list(points),
-                           random_fraction=random_fraction, random_state_seed=seed)
+    search = RungTPESearch(
+        LEVELS,
+        metric="val_bpc",
+        mode=mode,
+        time_attr=TIME_ATTR,
+        points_to_evaluate=list(points),
+        random_fraction=random_fraction,
+        random_state_seed=seed,
+    )
     search.set_search_properties(None, None, to_param_space(space))
     return search
 
@@ -86,7 +99,8 @@ def test_proposals_come_from_the_highest_rung_with_d_plus_1_observations() -> No
     from_rung_1 = proposals(search, 20, "a")
     assert {level for _, level in from_rung_1} == {1024.0}
     assert median(distance(lr, EARLY_BEST) for lr, _ in from_rung_1) < median(
-        distance(lr, FINAL_BEST) for lr, _ in from_rung_1)
+        distance(lr, FINAL_BEST) for lr, _ in from_rung_1
+    )
 
     # The finishers reach the middle rung and the full budget: six observations at each, above d + 1.
     for k, lr in enumerate(finishers, start=len(stopped)):
@@ -94,8 +108,11 @@ def test_proposals_come_from_the_highest_rung_with_d_plus_1_observations() -> No
         search.on_trial_complete(f"p{k}", {TIME_ATTR: 9216, "val_bpc": final(lr)})
     from_top = proposals(search, 20, "b")
     assert {level for _, level in from_top} == {9216.0}
-    assert median(distance(lr, FINAL_BEST) for lr, _ in from_top) < 0.5 < median(
-        distance(lr, EARLY_BEST) for lr, _ in from_top)
+    assert (
+        median(distance(lr, FINAL_BEST) for lr, _ in from_top)
+        < 0.5
+        < median(distance(lr, EARLY_BEST) for lr, _ in from_top)
+    )
 
 
 def test_a_level_with_fewer_than_d_plus_1_observations_is_not_modelled() -> None:
@@ -140,13 +157,16 @@ def test_seeded_proposals_reproduce_and_the_seed_matters() -> None:
 
 def test_state_round_trip_gives_the_same_next_proposals(tmp_path: Path) -> None:
     """Saved with two trials still running; the restored searcher records their later results as the original
-    does, and both then propose the same configurations."""
+    does, and both then propose the same configurations. The restored one is built as ``textune resume`` builds
+    it: Ray Tune's ``Tuner.restore`` gives it no search space (no ``set_search_properties``), so the state brings
+    the space too."""
     search = searcher(seed=7, random_fraction=RANDOM_FRACTION)
     for k in range(6):
         lr = search.suggest(f"t{k}")["lr"]
         report(search, f"t{k}", {1024: early(lr), 9216: final(lr)}, final=k < 4)
     search.save(str(tmp_path / "searcher-state.pkl"))
-    restored = searcher(seed=0, random_fraction=RANDOM_FRACTION)  # another seed: the state brings the generator back
+    # Another seed: the state brings the generator back.
+    restored = RungTPESearch(LEVELS, metric="val_bpc", mode="min", time_attr=TIME_ATTR, random_state_seed=0)
     restored.restore(str(tmp_path / "searcher-state.pkl"))
     for copy in (search, restored):
         copy.on_trial_complete("t4", {TIME_ATTR: 9216, "val_bpc": 1.5})
@@ -168,8 +188,10 @@ def test_a_diverged_trial_is_learned_as_bad_at_every_level(mode: str, diverged: 
     report(search, "f", {1024: 2.0})
     observations = search.get_state()["observations"]
     assert [[(tid, loss) for tid, _, loss in level] for level in observations] == [
-        [(0, NON_FINITE_PENALTY), (2, -2.0 if mode == "max" else 2.0)], [(0, NON_FINITE_PENALTY)],
-        [(0, NON_FINITE_PENALTY)]]
+        [(0, NON_FINITE_PENALTY), (2, -2.0 if mode == "max" else 2.0)],
+        [(0, NON_FINITE_PENALTY)],
+        [(0, NON_FINITE_PENALTY)],
+    ]
 
 
 def test_a_diverged_region_is_avoided() -> None:
@@ -187,8 +209,13 @@ def test_a_diverged_region_is_avoided() -> None:
 
 
 def test_the_spec_builds_bohb_behind_the_concurrency_limiter_with_asha_levels() -> None:
-    spec = hand_spec({"lr": {"loguniform": [1e-4, 1e-1]}}, 9216, search={"algorithm": "bohb"},
-                     scheduler={"kind": "asha", "grace_period_tokens": 1024, "reduction_factor": 3}, seed=5)
+    spec = hand_spec(
+        {"lr": {"loguniform": [1e-4, 1e-1]}},
+        9216,
+        search={"algorithm": "bohb"},
+        scheduler={"kind": "asha", "grace_period_tokens": 1024, "reduction_factor": 3},
+        seed=5,
+    )
     built = build_search_alg(spec, [], max_concurrent=2)
     assert isinstance(built, ConcurrencyLimiter) and built.max_concurrent == 2
     inner = built.searcher
@@ -196,8 +223,12 @@ def test_the_spec_builds_bohb_behind_the_concurrency_limiter_with_asha_levels() 
     # The top rung is the full budget here: one level, not two.
     assert rung_milestones(spec) == [1024, 3072, 9216] and inner.levels == [1024, 3072, 9216]
     assert (inner.metric, inner.mode, inner.time_attr, inner.random_state_seed) == ("val_bpc", "min", TIME_ATTR, 5)
-    longer = hand_spec({"lr": {"loguniform": [1e-4, 1e-1]}}, 10240, search={"algorithm": "bohb"},
-                       scheduler={"kind": "asha", "grace_period_tokens": 1024, "reduction_factor": 3})
+    longer = hand_spec(
+        {"lr": {"loguniform": [1e-4, 1e-1]}},
+        10240,
+        search={"algorithm": "bohb"},
+        scheduler={"kind": "asha", "grace_period_tokens": 1024, "reduction_factor": 3},
+    )
     assert build_search_alg(longer, [], 1).searcher.levels == [1024, 3072, 9216, 10240]
 
 
@@ -207,20 +238,49 @@ def test_control_knobs_are_sampled_like_any_key() -> None:
     assert len(set(knobs)) == 10 and all(0.0 <= knob <= 1.0 for knob in knobs)
 
 
-@pytest.mark.timeout(240)
-def test_a_real_search_keeps_each_trials_rung_results_with_the_experiment(tmp_path: Path) -> None:
-    """The one test in which Ray Tune itself drives the searcher (the Tuner's space, the concurrency limiter, the
-    experiment's snapshots), kept small: four one-second trials, one at a time. The state saved in the
-    experiment holds, at each level, exactly the metrics trials reported on reaching it."""
-    job = tiny_job(tmp_path, name="bohb", num_samples=4, max_concurrent_trials=1, search={"algorithm": "bohb"},
-                   scheduler={"kind": "asha", "grace_period_tokens": 1024, "reduction_factor": 3})
-    result = run_textune("run", str(write_job(tmp_path / "job.yaml", job)), timeout=200)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+def saved_observations(job: dict[str, Any], experiment: Path) -> list[list[float]]:
+    """Per level, the losses in the searcher state Ray Tune saved with the experiment."""
     search = build_search_alg(JobSpec.model_validate(job), [], max_concurrent=1)
-    search.restore_from_dir(str(tmp_path / "bohb"))
-    observations = search.searcher.get_state()["observations"]
-    evaluations = pd.read_parquet(tmp_path / "bohb" / "evaluations.parquet")
-    assert len(evaluations[evaluations["tokens"] == 1024]) == 4
-    for level, observed in zip(LEVELS, observations):
-        reported = sorted(evaluations[evaluations["tokens"] == level]["val_bpc"])
-        assert sorted(loss for _, _, loss in observed) == pytest.approx(reported)
+    search.restore_from_dir(str(experiment))
+    return [[loss for _, _, loss in level] for level in search.searcher.get_state()["observations"]]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.slow
+def test_textune_resume_restores_the_searchers_rung_results(tmp_path: Path) -> None:
+    """The one test in which Ray Tune itself drives the searcher (the Tuner's space, the concurrency limiter, the
+    experiment's snapshots), kept small: six one-second trials, one at a time, interrupted with Ctrl-C once the
+    third has reported, then ``textune resume``. The trials that ended before the interruption do not run again,
+    so only the restored state can hold their results: at the end the saved state holds, at each level, exactly
+    the metrics all trials reported on reaching it."""
+    trials = 6
+    job = tiny_job(
+        tmp_path,
+        name="bohb",
+        num_samples=trials,
+        max_concurrent_trials=1,
+        search={"algorithm": "bohb"},
+        scheduler={"kind": "asha", "grace_period_tokens": 1024, "reduction_factor": 3},
+    )
+    experiment = tmp_path / "bohb"
+    reported = lambda: sum(1 for f in experiment.glob("trial_*/result.json") if f.stat().st_size) >= 3  # noqa: E731
+    output = run_until(write_job(tmp_path / "job.yaml", job), reported, signal.SIGINT)
+    assert "textune resume" in output, output[-3000:]
+    before = saved_observations(job, experiment)
+    assert 2 <= len(before[0]) < trials, before  # the ended trials' first-rung results, saved at the interruption
+
+    result = run_textune("resume", str(experiment), timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    after = saved_observations(job, experiment)
+    assert all(
+        any(math.isclose(loss, kept) for kept in level_after)
+        for level, level_after in zip(before, after, strict=True)
+        for loss in level
+    )
+    # A report that raced the interruption is trained and recorded again after the resume (docs/reliability.md);
+    # the searcher observes a trial once per level.
+    evaluations = pd.read_parquet(experiment / "evaluations.parquet").drop_duplicates(["trial_id", "tokens"])
+    assert evaluations[evaluations["tokens"] == 1024]["trial_id"].nunique() == trials
+    for level, observed in zip(LEVELS, after, strict=True):
+        reported_there = sorted(evaluations[evaluations["tokens"] == level]["val_bpc"])
+        assert sorted(observed) == pytest.approx(reported_there)

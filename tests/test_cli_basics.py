@@ -78,7 +78,7 @@ class Split(StrictModel):
     val: float
 
     @pydantic.model_validator(mode="after")
-    def _sums_to_one(self) -> "Split":
+    def _sums_to_one(self) -> Split:
         if self.train + self.val != 1:
             raise ValueError("train + val must sum to 1")
         return self
@@ -91,6 +91,7 @@ def test_cross_key_check_reads_as_one_sentence() -> None:
 
 
 # --- exit statuses and servers: these start TensorBoard, so they run in make test's loopback-only namespace -------
+
 
 def _fake_experiment(root: Path) -> Path:
     """A directory `textune tensorboard` accepts as an experiment (its spec file is what marks one)."""
@@ -117,6 +118,7 @@ def test_tensorboard_on_a_busy_port_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 def test_sigterm_to_textune_tensorboard_stops_the_server_too(tmp_path: Path) -> None:
     # --port 0: the address textune prints is the one TensorBoard serves.
     experiment, log = _fake_experiment(tmp_path), tmp_path / "tensorboard.log"
@@ -154,11 +156,11 @@ def _serving(port: int) -> bool:
 
 # --- a read-only experiment: the analyses still run; a report goes to --out -------------------------------------
 
+
 def _read_only(experiment: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``textune ARGS`` with ``experiment`` mounted read-only (a private mount namespace: root, as make test runs)."""
     script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
-    command = ["unshare", "-m", "sh", "-c", script, str(experiment), sys.executable, "-m", "tune_jobs.cli.main",
-               *args]
+    command = ["unshare", "-m", "sh", "-c", script, str(experiment), sys.executable, "-m", "tune_jobs.cli.main", *args]
     probe = subprocess.run(["unshare", "-m", "sh", "-c", script, str(experiment), "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot mount read-only here (needs root and mount namespaces): {probe.stderr.decode()[-200:]}")
@@ -175,8 +177,19 @@ def test_analyze_and_report_read_a_read_only_experiment(experiment_copy: Path, t
     refused = _read_only(experiment_copy, "report", str(experiment_copy))
     assert_user_error(refused, f"report directory {experiment_copy}/report cannot be written", "--out")
     out = tmp_path / "elsewhere"
-    reported = _read_only(experiment_copy, "report", str(experiment_copy), "--out", str(out), "--top-k", "1",
-                          "--seeds", "1", "--max-new-tokens", "8")
+    reported = _read_only(
+        experiment_copy,
+        "report",
+        str(experiment_copy),
+        "--out",
+        str(out),
+        "--top-k",
+        "1",
+        "--seeds",
+        "1",
+        "--max-new-tokens",
+        "8",
+    )
     assert reported.returncode == 0, reported.stderr
     assert (out / "index.html").is_file()
     assert sorted(str(p) for p in experiment_copy.rglob("*")) == before
@@ -184,12 +197,15 @@ def test_analyze_and_report_read_a_read_only_experiment(experiment_copy: Path, t
 
 # --- paths: one reading for every command ------------------------------------------------------------------------
 
+
+@pytest.mark.slow
 def test_path_options_expand_tilde_and_keep_spaces_and_relative_paths(tmp_path: Path) -> None:
     home = tmp_path / "home dir"
     home.mkdir()
     # The shell leaves "~" alone after "=": textune expands it itself.
-    prepared = run_textune("data", "prepare", "synthetic", "--characters", "2000", "--out=~/my data",
-                           env={"HOME": str(home)})
+    prepared = run_textune(
+        "data", "prepare", "synthetic", "--characters", "2000", "--out=~/my data", env={"HOME": str(home)}
+    )
     assert prepared.returncode == 0, prepared.stderr
     dataset = next(p for p in (home / "my data").iterdir() if not p.name.startswith("."))
     assert f"dataset:   {dataset}" in prepared.stdout
@@ -208,12 +224,14 @@ def test_local_path_refuses_the_wrong_sort_of_path(tmp_path: Path) -> None:
 
     (tmp_path / "file").write_text("x")
     os.mkfifo(tmp_path / "pipe")
-    cases = [(LocalPath("file"), tmp_path, "is a directory; a file is expected"),
-             (LocalPath("dir"), tmp_path / "file", "is a file, not a directory"),
-             (LocalPath("file"), tmp_path / "pipe", "not a regular file (a pipe, socket or device)"),
-             (LocalPath("any", must_exist=True), tmp_path / "nothing", "does not exist"),
-             (LocalPath("dir"), tmp_path / "file" / "below", f"{tmp_path / 'file'} is a file, not a directory"),
-             (LocalPath("file"), "", "an empty path names nothing")]
+    cases = [
+        (LocalPath("file"), tmp_path, "is a directory; a file is expected"),
+        (LocalPath("dir"), tmp_path / "file", "is a file, not a directory"),
+        (LocalPath("file"), tmp_path / "pipe", "not a regular file (a pipe, socket or device)"),
+        (LocalPath("any", must_exist=True), tmp_path / "nothing", "does not exist"),
+        (LocalPath("dir"), tmp_path / "file" / "below", f"{tmp_path / 'file'} is a file, not a directory"),
+        (LocalPath("file"), "", "an empty path names nothing"),
+    ]
     for param_type, value, fragment in cases:
         with pytest.raises(click.BadParameter, match=fragment.replace("(", r"\(").replace(")", r"\)")):
             param_type.convert(str(value), None, None)

@@ -6,40 +6,17 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow.fs as pafs
 import pytest
 
 from cluster.dataset_sync import materialize_dataset, upload_dataset
 from cluster.storage import StorageOptions, open_storage, resolve_storage
+from conftest import BUCKET
 from data_pipeline.cache import MANIFEST_FILE
 from textune.errors import TextuneError
 
 pytestmark = pytest.mark.timeout(60)
-
-BUCKET = "textune-test"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """``127.0.0.1:PORT`` of a moto S3 server holding one empty bucket; fake credentials in the environment."""
-    from moto.server import ThreadedMotoServer
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            endpoint = f"{host}:{port}"
-            pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1",
-                              allow_bucket_creation=True).create_dir(BUCKET)
-            yield endpoint
-        finally:
-            server.stop()
 
 
 @pytest.fixture
@@ -69,8 +46,9 @@ def test_local_path_resolves_to_an_absolute_path_and_is_probed(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("how", ["options", "uri-query", "env"])
-def test_s3_endpoint_override_from_options_uri_or_environment(s3_env: str, how: str,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_s3_endpoint_override_from_options_uri_or_environment(
+    s3_env: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     uri, options = f"s3://{BUCKET}/runs", StorageOptions()
     if how == "options":
         options = StorageOptions(endpoint_override=f"http://{s3_env}")
@@ -86,15 +64,19 @@ def test_s3_endpoint_override_from_options_uri_or_environment(s3_env: str, how: 
     assert filesystem.get_file_info(f"{path}/x.txt").size == 5
 
 
-@pytest.mark.parametrize("uri, fragments", [
-    ("ftp://host/runs", ['unknown scheme "ftp://"', "s3://BUCKET/PREFIX"]),
-    ("hdfs://namenode/runs", ['unknown scheme "hdfs://"']),
-    ("s3:///runs", ["names no bucket"]),
-    (f"s3://no-such-bucket-{os.getpid()}/runs", ['bucket "no-such-bucket', "does not exist"]),
-    ("s3://textune-test/runs?endpoint_overide=x", ['unknown key "endpoint_overide"', 'Did you mean']),
-])
-def test_bad_storage_uris_name_the_problem(s3_env: str, monkeypatch: pytest.MonkeyPatch, uri: str,
-                                           fragments: list[str]) -> None:
+@pytest.mark.parametrize(
+    "uri, fragments",
+    [
+        ("ftp://host/runs", ['unknown scheme "ftp://"', "s3://BUCKET/PREFIX"]),
+        ("hdfs://namenode/runs", ['unknown scheme "hdfs://"']),
+        ("s3:///runs", ["names no bucket"]),
+        (f"s3://no-such-bucket-{os.getpid()}/runs", ['bucket "no-such-bucket', "does not exist"]),
+        ("s3://textune-test/runs?endpoint_overide=x", ['unknown key "endpoint_overide"', "Did you mean"]),
+    ],
+)
+def test_bad_storage_uris_name_the_problem(
+    s3_env: str, monkeypatch: pytest.MonkeyPatch, uri: str, fragments: list[str]
+) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{s3_env}")
     started = time.monotonic()
     with pytest.raises(TextuneError) as info:
@@ -131,8 +113,7 @@ def test_local_storage_without_enough_free_space_is_refused(tmp_path: Path) -> N
     assert "min_free_gb" in info.value.paragraph()
 
 
-def test_dataset_is_uploaded_once_and_cached_on_first_use(s3_env: str, tmp_path: Path,
-                                                          isolated_cache: Path) -> None:
+def test_dataset_is_uploaded_once_and_cached_on_first_use(s3_env: str, tmp_path: Path, isolated_cache: Path) -> None:
     local = fake_dataset(tmp_path / "prepared")
     storage = f"s3://{BUCKET}/shared?endpoint_override={s3_env}&scheme=http"
     uri = upload_dataset(local, storage)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pytest
@@ -82,8 +82,13 @@ def damaged_file(experiment: Path, file: str | Callable[[Path], Path]) -> Path:
 
 REBUILD = "textune resume {experiment}"
 RAY_STATE = ("cannot be rebuilt", "--name NEW_NAME")
-READ_RESULTS = (("best", "{experiment}"), ("best", "{experiment}", "--json"), ("analyze", "{experiment}"),
-                ("report", "{experiment}", "--out", "{tmp}/report"), ("generate", "{experiment}"))
+READ_RESULTS = (
+    ("best", "{experiment}"),
+    ("best", "{experiment}", "--json"),
+    ("analyze", "{experiment}"),
+    ("report", "{experiment}", "--out", "{tmp}/report"),
+    ("generate", "{experiment}"),
+)
 
 
 @dataclass(frozen=True)
@@ -101,51 +106,115 @@ class Damage:
 
 DAMAGES = [
     # The tables the end of a run writes, read by best, analyze, report and generate (which checks best/).
-    *(Damage(f"results-{how.__name__}", "results.parquet", how, READ_RESULTS, (REBUILD,))
-      for how in (truncated, garbage, other_schema)),
-    *(Damage(f"evaluations-{how.__name__}", "evaluations.parquet", how,
-             (("report", "{experiment}", "--out", "{tmp}/report"),), (REBUILD,))
-      for how in (truncated, other_schema)),
+    *(
+        Damage(f"results-{how.__name__}", "results.parquet", how, READ_RESULTS, (REBUILD,))
+        for how in (truncated, garbage, other_schema)
+    ),
+    *(
+        Damage(
+            f"evaluations-{how.__name__}",
+            "evaluations.parquet",
+            how,
+            (("report", "{experiment}", "--out", "{tmp}/report"),),
+            (REBUILD,),
+        )
+        for how in (truncated, other_schema)
+    ),
     # The saved spec, read by every command that works on an experiment.
-    Damage("spec-garbage", "textune-job.yaml", garbage,
-           (("best", "{experiment}"), ("analyze", "{experiment}"), ("report", "{experiment}", "--out", "{tmp}/r"),
-            ("export", "{experiment}", "--out", "{tmp}/trials.parquet"), ("resume", "{experiment}")), ()),
+    Damage(
+        "spec-garbage",
+        "textune-job.yaml",
+        garbage,
+        (
+            ("best", "{experiment}"),
+            ("analyze", "{experiment}"),
+            ("report", "{experiment}", "--out", "{tmp}/r"),
+            ("export", "{experiment}", "--out", "{tmp}/trials.parquet"),
+            ("resume", "{experiment}"),
+        ),
+        (),
+    ),
     # The best checkpoint, read by generate.
-    Damage("best-meta-edited", "best/meta.json", edited_vocab_size, (("generate", "{experiment}"),),
-           ("was changed after it was written",)),
+    Damage(
+        "best-meta-edited",
+        "best/meta.json",
+        edited_vocab_size,
+        (("generate", "{experiment}"),),
+        ("was changed after it was written",),
+    ),
     Damage("best-meta-garbage", "best/meta.json", garbage, (("generate", "{experiment}"),), ("unreadable",)),
-    Damage("best-state-truncated", "best/state.pt", truncated, (("generate", "{experiment}"),),
-           ("failed its checksum",)),
-    Damage("best-another-trials-checkpoint", "best", another_trials_checkpoint, (("generate", "{experiment}"),),
-           ("is not the checkpoint of trial", "Give the trial's own checkpoint instead")),
+    Damage(
+        "best-state-truncated", "best/state.pt", truncated, (("generate", "{experiment}"),), ("failed its checksum",)
+    ),
+    Damage(
+        "best-another-trials-checkpoint",
+        "best",
+        another_trials_checkpoint,
+        (("generate", "{experiment}"),),
+        ("is not the checkpoint of trial", "Give the trial's own checkpoint instead"),
+    ),
     # Analyses, read by report.
-    *(Damage(f"importance-{how.__name__}", "analysis/importance.json", how,
-             (("report", "{experiment}", "--out", "{tmp}/report"),), ("rerun the command that writes it",))
-      for how in (garbage, not_an_object)),
+    *(
+        Damage(
+            f"importance-{how.__name__}",
+            "analysis/importance.json",
+            how,
+            (("report", "{experiment}", "--out", "{tmp}/report"),),
+            ("rerun the command that writes it",),
+        )
+        for how in (garbage, not_an_object)
+    ),
     # A trial's own checkpoint, read by report (its samples).
-    Damage("trial-checkpoint-truncated", best_trials_state, truncated,
-           (("report", "{experiment}", "--out", "{tmp}/report"),), ("failed its checksum",)),
+    Damage(
+        "trial-checkpoint-truncated",
+        best_trials_state,
+        truncated,
+        (("report", "{experiment}", "--out", "{tmp}/report"),),
+        ("failed its checksum",),
+    ),
     # Ray Tune's snapshot, read by resume (of an interrupted experiment) and export.
-    *(Damage(f"ray-state-{how.__name__}", "experiment_state-*.json", how,
-             (("resume", "{experiment}"), ("export", "{experiment}", "--out", "{tmp}/trials.parquet")),
-             RAY_STATE, interrupted)
-      for how in (truncated, garbage)),
-    Damage("search-generator-state-garbage", "search_gen_state-*.json", garbage, (("resume", "{experiment}"),),
-           RAY_STATE, interrupted),
-    Damage("searcher-state-truncated", "searcher-state-*.pkl", truncated, (("resume", "{experiment}"),),
-           RAY_STATE, interrupted),
+    *(
+        Damage(
+            f"ray-state-{how.__name__}",
+            "experiment_state-*.json",
+            how,
+            (("resume", "{experiment}"), ("export", "{experiment}", "--out", "{tmp}/trials.parquet")),
+            RAY_STATE,
+            interrupted,
+        )
+        for how in (truncated, garbage)
+    ),
+    Damage(
+        "search-generator-state-garbage",
+        "search_gen_state-*.json",
+        garbage,
+        (("resume", "{experiment}"),),
+        RAY_STATE,
+        interrupted,
+    ),
+    Damage(
+        "searcher-state-truncated",
+        "searcher-state-*.pkl",
+        truncated,
+        (("resume", "{experiment}"),),
+        RAY_STATE,
+        interrupted,
+    ),
     Damage("tuner-truncated", "tuner.pkl", truncated, (("resume", "{experiment}"),), RAY_STATE, interrupted),
 ]
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 @pytest.mark.parametrize("damage", DAMAGES, ids=[d.id for d in DAMAGES])
-def test_a_damaged_file_is_named_in_one_paragraph_and_nothing_changes(damage: Damage, experiment_copy: Path,
-                                                                     tmp_path: Path) -> None:
+def test_a_damaged_file_is_named_in_one_paragraph_and_nothing_changes(
+    damage: Damage, experiment_copy: Path, tmp_path: Path
+) -> None:
     if damage.setup is not None:
         damage.setup(experiment_copy)
     target = damaged_file(experiment_copy, damage.file)

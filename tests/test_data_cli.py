@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,18 +13,23 @@ import pytest
 from conftest import assert_user_error, run_textune
 from data_pipeline.reader import TokenDataset
 
+# Every test runs the CLI in a subprocess (about 2 s each on 2 cores): the whole module is `make test`'s only.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("tokenizer", [["char"], ["byte"], ["bpe", "--vocab-size", "300"]], ids=lambda t: t[0])
 def test_prepare_prints_the_summary_and_inspect_decodes_a_sample(tokenizer: list[str], tmp_path: Path) -> None:
-    prepared = run_textune("data", "prepare", "synthetic", "--tokenizer", *tokenizer, "--characters", "60000",
-                           "--out", str(tmp_path))
+    prepared = run_textune(
+        "data", "prepare", "synthetic", "--tokenizer", *tokenizer, "--characters", "60000", "--out", str(tmp_path)
+    )
     assert prepared.returncode == 0, prepared.stderr
     assert f"tokenizer: {tokenizer[0]}" in prepared.stdout
     assert "floor:" in prepared.stdout and "nats/token" in prepared.stdout
     dataset_dir = prepared.stdout.strip().splitlines()[-1].removeprefix("dataset:").strip()
     assert Path(dataset_dir).parent == tmp_path
-    again = run_textune("data", "prepare", "synthetic", "--tokenizer", *tokenizer, "--characters", "60000",
-                        "--out", str(tmp_path))
+    again = run_textune(
+        "data", "prepare", "synthetic", "--tokenizer", *tokenizer, "--characters", "60000", "--out", str(tmp_path)
+    )
     assert again.stdout == prepared.stdout  # the second run found the same dataset
     inspected = run_textune("data", "inspect", dataset_dir, "--json")
     assert inspected.returncode == 0, inspected.stderr
@@ -50,10 +55,19 @@ def test_help(command: tuple[str, ...]) -> None:
     assert result.returncode == 0 and "Usage:" in result.stdout
 
 
+def test_prepare_takes_its_defaults_from_the_data_config() -> None:
+    from data_pipeline.config import DataConfig
+
+    shown = " ".join(run_textune("data", "prepare", "--help").stdout.split())  # click wraps the help text
+    assert "[default: 0.9,0.05,0.05]" in shown and "[default: char]" in shown and "default 1024" in shown
+    assert DataConfig().split.fractions() == {"train": 0.9, "val": 0.05, "test": 0.05}
+
+
 def _file(name: str, content: bytes) -> Callable[[Path], str]:
     def make(root: Path) -> str:
         (root / name).write_bytes(content)
         return str(root / name)
+
     return make
 
 
@@ -71,16 +85,28 @@ def _file_in_the_way(root: Path) -> str:
 BAD_INPUTS = [
     ("missing-path", lambda root: str(root / "nowhere.txt"), [], ["nowhere.txt", "does not exist"]),
     ("empty-file", _file("empty.txt", b""), [], ["empty.txt", "holds no text"]),
-    ("non-utf8-char", _file("bad.txt", b"hello\nw\xf6rld\n"), [], ["bad.txt", "line 2, byte offset 7",
-                                                                    "--tokenizer byte"]),
+    (
+        "non-utf8-char",
+        _file("bad.txt", b"hello\nw\xf6rld\n"),
+        [],
+        ["bad.txt", "line 2, byte offset 7", "--tokenizer byte"],
+    ),
     ("non-utf8-bpe", _file("bad.txt", b"ok\xff"), ["--tokenizer", "bpe"], ["bad.txt", "line 1, byte offset 2"]),
-    ("non-utf8-jsonl", _file("c.jsonl", b'{"text": "a"}\n{"text": "\xff"}\n'), [],
-     ["c.jsonl is not UTF-8", "line 2, byte offset 24"]),
+    (
+        "non-utf8-jsonl",
+        _file("c.jsonl", b'{"text": "a"}\n{"text": "\xff"}\n'),
+        [],
+        ["c.jsonl is not UTF-8", "line 2, byte offset 24"],
+    ),
     ("parquet-without-column", _parquet_without_text, [], ['no column "text"', "body", "--text-column"]),
     ("malformed-jsonl", _file("c.jsonl", b'{"text": "a"}\n{"text": "b"\n'), [], ["c.jsonl line 2", "JSON"]),
     ("jsonl-without-field", _file("c.jsonl", b'{"body": "a"}\n'), [], ['line 1 has no "text"', "--text-field"]),
-    ("bpe-vocab-below-alphabet", lambda root: "synthetic", ["--tokenizer", "bpe", "--vocab-size", "100"],
-     ["tokenizer.vocab_size", "256"]),
+    (
+        "bpe-vocab-below-alphabet",
+        lambda root: "synthetic",
+        ["--tokenizer", "bpe", "--vocab-size", "100"],
+        ["tokenizer.vocab_size", "256"],
+    ),
     ("unknown-source-name", lambda root: "shakespear", [], ['"shakespear"', 'Did you mean "shakespeare"?']),
     ("bad-split", lambda root: "synthetic", ["--split", "0.9,0.2,0.1"], ["split", "sum to 1"]),
     ("split-not-three-numbers", lambda root: "synthetic", ["--split", "0.9,0.1"], ['--split "0.9,0.1"']),
@@ -88,8 +114,9 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("make_source, extra, fragments", [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_is_one_paragraph_with_exit_code_2(make_source: Callable[[Path], str], extra: list[str],
-                                                     fragments: list[str], tmp_path: Path) -> None:
+def test_bad_input_is_one_paragraph_with_exit_code_2(
+    make_source: Callable[[Path], str], extra: list[str], fragments: list[str], tmp_path: Path
+) -> None:
     result = run_textune("data", "prepare", make_source(tmp_path), *extra)
     assert_user_error(result, *fragments)
     assert len(result.stderr.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from data_pipeline.folds import Fold
 from data_pipeline.prepare import prepare_dataset
 from data_pipeline.reader import TokenDataset
 from models.trial import run_trial
-from test_models_support import RecordingReporter, tiny_config
+from support.models import RecordingReporter, tiny_config
 from textune.errors import TextuneError
 
 BLOCK = 32
@@ -55,11 +56,11 @@ def test_val_chunks_tile_the_train_val_text_and_training_is_the_rest(numbered: T
         covered += val
         positions = sorted(val + train)
         assert positions[0][0] == 0 and positions[-1][1] == total  # together: the whole stream...
-        assert all(a[1] == b[0] for a, b in zip(positions, positions[1:]))  # ...with no gap and no overlap
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(positions))  # ...with no gap and no overlap
         assert fold.num_tokens("val") in (total // count, total // count + 1)  # chunks of equal size
         assert fold.segments["test"][0] is numbered.tokens["test"]  # the test split is in no fold
     merged = sorted(covered)
-    assert merged[0][0] == 0 and merged[-1][1] == total and all(a[1] == b[0] for a, b in zip(merged, merged[1:]))
+    assert merged[0][0] == 0 and merged[-1][1] == total and all(a[1] == b[0] for a, b in itertools.pairwise(merged))
 
 
 @pytest.mark.parametrize("count", FOLD_COUNTS)
@@ -72,8 +73,9 @@ def test_no_block_crosses_into_the_validation_chunk(numbered: TokenDataset, coun
         blocks = np.concatenate([x, y[:, -1:]], axis=1)  # (B, T + 1) stream positions
         assert (np.diff(blocks, axis=1) == 1).all()  # contiguous: no block jumps over the chunk
         assert ((blocks[:, -1] < val_start) | (blocks[:, 0] >= val_end)).all()  # and none touches it
-        seen_segments = {int(np.searchsorted([s for s, _ in intervals(fold.segments["train"])], b, "right"))
-                         for b in blocks[:, 0]}
+        seen_segments = {
+            int(np.searchsorted([s for s, _ in intervals(fold.segments["train"])], b, "right")) for b in blocks[:, 0]
+        }
         # draws come from every training segment that holds a block
         assert len(seen_segments) == sum(len(s) > BLOCK for s in fold.segments["train"])
         for x_val, y_val in fold.eval_batches("val", BLOCK, batch_size=16):
@@ -104,8 +106,9 @@ def test_no_fold_reads_exactly_as_before(dataset: TokenDataset) -> None:
 
 
 def test_a_folds_characters_per_token_come_from_its_own_text(tmp_path: Path) -> None:
-    config = DataConfig(synthetic=SyntheticConfig(characters=30_000), tokenizer=TokenizerConfig(kind="bpe",
-                                                                                              vocab_size=300))
+    config = DataConfig(
+        synthetic=SyntheticConfig(characters=30_000), tokenizer=TokenizerConfig(kind="bpe", vocab_size=300)
+    )
     path = prepare_dataset(config, tmp_path)
     fold = TokenDataset.open(path, Fold(0, 2))
     val_chars = len(fold.tokenizer.decode(fold.segments["val"][0]))
@@ -133,21 +136,35 @@ def test_training_on_two_folds_validates_on_different_text(tmp_path: Path, datas
     losses = []
     for fold in (0, 1):
         reporter = RecordingReporter()
-        run_trial(tiny_config(str(dataset.path), "transformer", block_size=BLOCK, max_tokens=2048,
-                              eval_every_tokens=2048, fold=fold, num_folds=2), reporter)
+        run_trial(
+            tiny_config(
+                str(dataset.path),
+                "transformer",
+                block_size=BLOCK,
+                max_tokens=2048,
+                eval_every_tokens=2048,
+                fold=fold,
+                num_folds=2,
+            ),
+            reporter,
+        )
         losses.append(reporter.reports[-1]["val_loss"])
     assert losses[0] != losses[1]  # same seed and model, another validation chunk
     with pytest.raises(TextuneError, match="--folds"):
-        run_trial(tiny_config(str(dataset.path), "transformer", block_size=BLOCK, fold=0, num_folds=5000),
-                  RecordingReporter())
+        run_trial(
+            tiny_config(str(dataset.path), "transformer", block_size=BLOCK, fold=0, num_folds=5000), RecordingReporter()
+        )
 
 
-@pytest.mark.parametrize("fold_keys, fragment", [
-    ({"fold": 0}, "fold and num_folds go together"),
-    ({"num_folds": 3}, "fold and num_folds go together"),
-    ({"fold": 3, "num_folds": 3}, "fold must be below num_folds"),
-    ({"fold": 0, "num_folds": 1}, '"num_folds" = 1'),
-])
+@pytest.mark.parametrize(
+    "fold_keys, fragment",
+    [
+        ({"fold": 0}, "fold and num_folds go together"),
+        ({"num_folds": 3}, "fold and num_folds go together"),
+        ({"fold": 3, "num_folds": 3}, "fold must be below num_folds"),
+        ({"fold": 0, "num_folds": 1}, '"num_folds" = 1'),
+    ],
+)
 def test_trial_configs_check_their_fold(dataset: TokenDataset, fold_keys: dict[str, int], fragment: str) -> None:
     with pytest.raises(TextuneError, match=fragment):
         run_trial(tiny_config(str(dataset.path), "transformer", **fold_keys), RecordingReporter())

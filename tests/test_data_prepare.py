@@ -30,11 +30,10 @@ def documents(shakespeare_file: Path) -> list[str]:
     """Three documents of Shakespeare, each ending with a newline (as every document does in a corpus)."""
     lines = shakespeare_file.read_text(encoding="utf-8")[:60_000].splitlines(keepends=True)
     size = len(lines) // DOCUMENTS
-    return ["".join(lines[i * size:(i + 1) * size]) for i in range(DOCUMENTS)]
+    return ["".join(lines[i * size : (i + 1) * size]) for i in range(DOCUMENTS)]
 
 
-def _write_source(kind: str, documents: list[str], root: Path, encoding: str = "utf-8",
-                  record_end: str = "\n") -> str:
+def _write_source(kind: str, documents: list[str], root: Path, encoding: str = "utf-8", record_end: str = "\n") -> str:
     """The same documents in the format ``kind``; returns the source string a user would give.
 
     ``encoding`` and ``record_end`` shape the files textune decodes (text, JSONL): "utf-8-sig" writes a byte
@@ -65,8 +64,7 @@ def _write_source(kind: str, documents: list[str], root: Path, encoding: str = "
 @pytest.mark.parametrize("kind", ["file", "directory", "glob", "jsonl", "parquet", "feather"])
 def test_every_source_format_yields_the_same_corpus(kind: str, documents: list[str], tmp_path: Path) -> None:
     source = _write_source(kind, documents, tmp_path)
-    dataset = TokenDataset.open(prepare_dataset(DataConfig(source=source, text_field="body",
-                                                           text_column="content")))
+    dataset = TokenDataset.open(prepare_dataset(DataConfig(source=source, text_field="body", text_column="content")))
     corpus = "".join(documents)
     decoded = "".join(dataset.tokenizer.decode(dataset.tokens[split]) for split in ("train", "val", "test"))
     assert decoded == corpus
@@ -76,8 +74,9 @@ def test_every_source_format_yields_the_same_corpus(kind: str, documents: list[s
 
 @pytest.mark.parametrize("line_end", ["\r\n", "\r"], ids=["crlf", "cr"])
 @pytest.mark.parametrize("kind", ["file", "directory", "jsonl", "parquet", "feather"])
-def test_byte_order_marks_and_line_endings_read_alike_in_every_kind(kind: str, line_end: str, documents: list[str],
-                                                                    tmp_path: Path) -> None:
+def test_byte_order_marks_and_line_endings_read_alike_in_every_kind(
+    kind: str, line_end: str, documents: list[str], tmp_path: Path
+) -> None:
     """Text saved with a UTF-8 byte order mark and CRLF (or old Mac CR) line endings, in any format, gives the
     corpus the same text with LF endings gives, so it shares its dataset."""
     foreign = [document.replace("\n", line_end) for document in documents]
@@ -104,8 +103,14 @@ def test_s3_source_through_pyarrow_filesystem(documents: list[str], monkeypatch:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         options = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
-        s3 = pafs.S3FileSystem(access_key="testing", secret_key="testing", endpoint_override=f"127.0.0.1:{port}",
-                               scheme="http", region="us-east-1", allow_bucket_creation=True)
+        s3 = pafs.S3FileSystem(
+            access_key="testing",
+            secret_key="testing",
+            endpoint_override=f"127.0.0.1:{port}",
+            scheme="http",
+            region="us-east-1",
+            allow_bucket_creation=True,
+        )
         s3.create_dir("corpora")
         for i, document in enumerate(documents):  # one file per document, read in sorted order
             pq.write_table(pa.table({"text": [document]}), f"corpora/plays/part{i}.parquet", filesystem=s3)
@@ -116,9 +121,12 @@ def test_s3_source_through_pyarrow_filesystem(documents: list[str], monkeypatch:
 
 
 def test_manifest_records_counts_fractions_and_floor() -> None:
-    config = DataConfig(source="synthetic", synthetic=SyntheticConfig(characters=200_000),
-                        tokenizer=TokenizerConfig(kind="bpe", vocab_size=300),
-                        split=SplitConfig(train=0.8, val=0.15, test=0.05))
+    config = DataConfig(
+        source="synthetic",
+        synthetic=SyntheticConfig(characters=200_000),
+        tokenizer=TokenizerConfig(kind="bpe", vocab_size=300),
+        split=SplitConfig(train=0.8, val=0.15, test=0.05),
+    )
     dataset = TokenDataset.open(prepare_dataset(config))
     manifest = dataset.manifest
     assert manifest.schema_version == 1 and manifest.data == config
@@ -140,19 +148,32 @@ def test_preparing_twice_is_a_no_op(tmp_path: Path) -> None:
     stamps = {p.name: p.stat().st_mtime_ns for p in first.iterdir()}
     assert prepare_dataset(config, tmp_path) == first
     assert {p.name: p.stat().st_mtime_ns for p in first.iterdir()} == stamps
-    changed = [config.model_copy(update={"tokenizer": TokenizerConfig(kind="byte")}),
-               config.model_copy(update={"split": SplitConfig(train=0.8, val=0.1, test=0.1)}),
-               config.model_copy(update={"synthetic": SyntheticConfig(characters=50_000, seed=1)})]
+    changed = [
+        config.model_copy(update={"tokenizer": TokenizerConfig(kind="byte")}),
+        config.model_copy(update={"split": SplitConfig(train=0.8, val=0.1, test=0.1)}),
+        config.model_copy(update={"synthetic": SyntheticConfig(characters=50_000, seed=1)}),
+    ]
     assert len({first} | {prepare_dataset(c, tmp_path) for c in changed}) == 4
 
 
+@pytest.mark.slow
 def test_concurrent_preparers_produce_one_valid_dataset(tmp_path: Path) -> None:
-    script = ("import logging, sys; logging.basicConfig(level=logging.INFO)\n"
-              "from data_pipeline.config import DataConfig, SyntheticConfig\n"
-              "from data_pipeline.prepare import prepare_dataset\n"
-              "print(prepare_dataset(DataConfig(synthetic=SyntheticConfig(characters=3_000_000)), sys.argv[1]))")
-    workers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO_ROOT, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    script = (
+        "import logging, sys; logging.basicConfig(level=logging.INFO)\n"
+        "from data_pipeline.config import DataConfig, SyntheticConfig\n"
+        "from data_pipeline.prepare import prepare_dataset\n"
+        "print(prepare_dataset(DataConfig(synthetic=SyntheticConfig(characters=3_000_000)), sys.argv[1]))"
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path)],
+            cwd=REPO_ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
     outputs = [worker.communicate(timeout=120) for worker in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     paths = {stdout.strip() for stdout, _ in outputs}
@@ -182,4 +203,4 @@ def test_splits_are_contiguous_and_in_order(tmp_path: Path, documents: list[str]
     corpus = "".join(documents)
     train_end = round(0.9 * len(corpus))
     assert dataset.tokenizer.decode(dataset.tokens["train"]) == corpus[:train_end]
-    assert dataset.tokenizer.decode(dataset.tokens["test"]) == corpus[round(0.95 * len(corpus)):]
+    assert dataset.tokenizer.decode(dataset.tokens["test"]) == corpus[round(0.95 * len(corpus)) :]

@@ -59,9 +59,8 @@ def test_training_batches_are_shifted_blocks_and_resume_exactly(dataset: TokenDa
     assert np.array_equal(x[:, 1:], y[:, :-1])
     train = dataset.tokens["train"]
     for row in x:  # every row is a real block of the split
-        start = int(np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(train, BLOCK) == row,
-                                          axis=1))[0])
-        assert np.array_equal(train[start:start + BLOCK], row)
+        start = int(np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(train, BLOCK) == row, axis=1))[0])
+        assert np.array_equal(train[start : start + BLOCK], row)
     saved = rng.bit_generator.state  # what a checkpoint stores
     expected = [dataset.sample_batch("train", 8, BLOCK, rng)[0] for _ in range(3)]
     resumed = np.random.default_rng()
@@ -76,8 +75,8 @@ def test_eval_batches_cover_the_split_in_order(dataset: TokenDataset) -> None:
     y = np.concatenate([b[1] for b in batches])
     blocks = (len(val) - 1) // BLOCK
     assert x.shape == (blocks, BLOCK) and len(val) - blocks * BLOCK <= BLOCK  # only a sub-block tail is left
-    assert np.array_equal(x.ravel(), val[:blocks * BLOCK])
-    assert np.array_equal(y.ravel(), val[1:blocks * BLOCK + 1])
+    assert np.array_equal(x.ravel(), val[: blocks * BLOCK])
+    assert np.array_equal(y.ravel(), val[1 : blocks * BLOCK + 1])
     again = np.concatenate([b[0] for b in dataset.eval_batches("val", BLOCK, batch_size=64)])
     assert np.array_equal(again, x)  # the same for every caller, whatever the batch size
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -26,7 +26,7 @@ from textune.errors import TextuneError
 # Written out here, not imported: the test checks the code pins the right file.
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 class Server:
@@ -56,7 +56,7 @@ class Server:
 def served_text(shakespeare_file: Path) -> bytes:
     """What the server hands out, whole lines: any text works, since each test pins the checksum it expects."""
     text = shakespeare_file.read_bytes()[:200_000]
-    return text[:text.rindex(b"\n") + 1]
+    return text[: text.rindex(b"\n") + 1]
 
 
 @pytest.fixture
@@ -77,8 +77,13 @@ def server(served_text: bytes, tmp_path: Path) -> Iterator[Server]:
 
 def pinned(served_text: bytes, server: Server) -> PinnedFile:
     """The served text as a pinned file, downloaded the way the shakespeare built-in is."""
-    return PinnedFile(name="pinned.txt", sha256=hashlib.sha256(served_text).hexdigest(),
-                      default_url=f"{server.url}/input.txt", url_var="TEST_PINNED_URL", path_var="TEST_PINNED_PATH")
+    return PinnedFile(
+        name="pinned.txt",
+        sha256=hashlib.sha256(served_text).hexdigest(),
+        default_url=f"{server.url}/input.txt",
+        url_var="TEST_PINNED_URL",
+        path_var="TEST_PINNED_PATH",
+    )
 
 
 def test_downloads_once_verifies_and_caches(server: Server, served_text: bytes, isolated_cache: Path) -> None:
@@ -90,8 +95,9 @@ def test_downloads_once_verifies_and_caches(server: Server, served_text: bytes, 
     assert [p.name for p in (isolated_cache / "downloads").iterdir()] == ["pinned.txt"]  # no temporary file left
 
 
-def test_a_cached_download_feeds_every_dataset(server: Server, served_text: bytes, isolated_cache: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cached_download_feeds_every_dataset(
+    server: Server, served_text: bytes, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The built-in reads its verified cached copy (TINYSHAKESPEARE is the same PinnedFile with its own checksum),
     so datasets of any tokenizer share one download."""
     monkeypatch.setenv(TINYSHAKESPEARE.url_var, f"{server.url}/input.txt")
@@ -99,15 +105,20 @@ def test_a_cached_download_feeds_every_dataset(server: Server, served_text: byte
     downloads.mkdir()
     (downloads / TINYSHAKESPEARE.name).write_bytes(served_text)  # as a verified download leaves it
     first = TokenDataset.open(prepare_dataset(DataConfig(source="shakespeare")))
-    second = TokenDataset.open(prepare_dataset(DataConfig(source="shakespeare",
-                                                          tokenizer=TokenizerConfig(kind="byte"))))
+    second = TokenDataset.open(
+        prepare_dataset(DataConfig(source="shakespeare", tokenizer=TokenizerConfig(kind="byte")))
+    )
     assert server.requests == {}
-    assert first.manifest.source.content_hash == second.manifest.source.content_hash == \
-        hashlib.sha256(served_text).hexdigest()
+    assert (
+        first.manifest.source.content_hash
+        == second.manifest.source.content_hash
+        == hashlib.sha256(served_text).hexdigest()
+    )
 
 
-def test_corrupt_download_is_refused_and_nothing_is_cached(server: Server, isolated_cache: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_corrupt_download_is_refused_and_nothing_is_cached(
+    server: Server, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"{server.url}/corrupt.txt"
     monkeypatch.setenv("TEXTUNE_SHAKESPEARE_URL", url)
     with pytest.raises(TextuneError) as info:
@@ -126,8 +137,9 @@ def test_unreachable_url_names_it_and_the_override(server: Server, monkeypatch: 
 
 
 @pytest.mark.parametrize("corrupt", [False, True], ids=["verified", "corrupt"])
-def test_local_path_override_is_verified_too(corrupt: bool, server: Server, served_text: bytes, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_path_override_is_verified_too(
+    corrupt: bool, server: Server, served_text: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     local = tmp_path / "copy.txt"
     local.write_bytes(served_text[:-1] if corrupt else served_text)
     monkeypatch.setenv("TEST_PINNED_PATH", str(local))
@@ -144,5 +156,8 @@ def test_the_builtin_checks_its_local_copy_against_tinyshakespeare_s_checksum(tm
     local.write_text("To be, or not to be\n", encoding="utf-8")
     missing = tmp_path / "nowhere.txt"
     for path, fragment in ((local, f"expected sha256 {TINYSHAKESPEARE_SHA256}"), (missing, "does not exist")):
-        assert_user_error(run_textune("data", "prepare", "shakespeare", env={"TEXTUNE_SHAKESPEARE_PATH": str(path)}),
-                          f"TEXTUNE_SHAKESPEARE_PATH={path}", fragment)
+        assert_user_error(
+            run_textune("data", "prepare", "shakespeare", env={"TEXTUNE_SHAKESPEARE_PATH": str(path)}),
+            f"TEXTUNE_SHAKESPEARE_PATH={path}",
+            fragment,
+        )

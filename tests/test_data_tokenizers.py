@@ -31,8 +31,7 @@ def test_decode_encode_round_trips_on_the_corpus(config: TokenizerConfig, corpus
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.kind)
-def test_saved_tokenizer_encodes_identically(config: TokenizerConfig, corpus: tuple[str, str],
-                                             tmp_path: Path) -> None:
+def test_saved_tokenizer_encodes_identically(config: TokenizerConfig, corpus: tuple[str, str], tmp_path: Path) -> None:
     train, held_out = corpus
     tokenizer = train_tokenizer(config, train)
     tokenizer.save(tmp_path)

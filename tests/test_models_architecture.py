@@ -8,24 +8,19 @@ import sys
 import pytest
 import torch
 
+from data_pipeline.tokenization import CharTokenizer
 from models.config import parse_trial_config
 from models.families import build_model
-from models.generate import generate, next_token
+from models.generate import generate, next_token, sample_text
 from models.metrics import distinct_n, flops_per_token
-from test_models_support import FAMILIES, TINY
+from support.models import FAMILIES, TINY
 
 VOCAB = 50
 VARIANTS = [("transformer", {"positions": "learned"}), ("transformer", {"positions": "rotary"}), ("lstm", {})]
 VARIANT_IDS = ["transformer-learned", "transformer-rotary", "lstm"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():  # type: ignore[no-untyped-def]
-    """Tiny models gain nothing from threads, and on a busy machine thread hand-offs cost seconds."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_model(family: str, **overrides: object) -> torch.nn.Module:
@@ -47,21 +42,45 @@ def test_changing_a_future_token_never_changes_earlier_logits(family: str, overr
 
 
 @pytest.mark.parametrize(("family", "overrides"), VARIANTS, ids=VARIANT_IDS)
-@pytest.mark.parametrize("sampling", [{"temperature": 0.0}, {"temperature": 1.0, "top_k": 5},
-                                      {"temperature": 0.9, "top_p": 0.8}], ids=["greedy", "top-k", "top-p"])
-def test_cached_generation_equals_uncached_generation_token_for_token(family: str, overrides: dict,
-                                                                      sampling: dict) -> None:
+@pytest.mark.parametrize(
+    "sampling",
+    [{"temperature": 0.0}, {"temperature": 1.0, "top_k": 5}, {"temperature": 0.9, "top_p": 0.8}],
+    ids=["greedy", "top-k", "top-p"],
+)
+def test_cached_generation_equals_uncached_generation_token_for_token(
+    family: str, overrides: dict, sampling: dict
+) -> None:
     model = tiny_model(family, dropout=0.2, **overrides)  # dropout must be off while generating
     prompt = torch.randint(0, VOCAB, (3, 5), generator=torch.Generator().manual_seed(2))
     # 40 new tokens run past block_size (16), so the Transformer's window slides too.
-    runs = [generate(model, prompt, 40, generator=torch.Generator().manual_seed(7), use_cache=use_cache, **sampling)
-            for use_cache in (True, False)]
+    runs = [
+        generate(model, prompt, 40, generator=torch.Generator().manual_seed(7), use_cache=use_cache, **sampling)
+        for use_cache in (True, False)
+    ]
     assert runs[0].shape == (3, 45)
     assert torch.equal(runs[0], runs[1])
     assert torch.equal(runs[0][:, :5], prompt)
     if sampling["temperature"] > 0:
         other_seed = generate(model, prompt, 40, generator=torch.Generator().manual_seed(8), **sampling)
         assert not torch.equal(other_seed, runs[0])
+
+
+@pytest.mark.parametrize("family", ["transformer", "lstm"])
+def test_sample_text_streams_the_text_it_returns_and_samples_as_generate_does(family: str) -> None:
+    model = tiny_model(family)
+    # 49 characters and the unknown id 0 (U+FFFD), which the stream holds back as an unfinished character.
+    tokenizer = CharTokenizer("".join(sorted("abcdefghijklmnopqrstuvwxyz .,;:!?'-(\néèàüöäßçñ€¶§")))
+    assert tokenizer.vocab_size == VOCAB
+    prompt = torch.tensor([[1, 2, 0]])
+    pieces: list[str] = []
+    sample = sample_text(
+        model, tokenizer, prompt, 60, generator=torch.Generator().manual_seed(3), temperature=1.0, on_text=pieces.append
+    )
+    same = generate(model, prompt, 60, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(sample.ids, same)  # (1, 63): the prompt and its continuation
+    assert sample.text == tokenizer.decode(same[0].tolist())
+    assert "".join(pieces) == sample.text
+    assert pieces[0] == tokenizer.decode([1, 2, 0]) and len(pieces) == 1 + 60 + 1  # prompt, tokens, the rest
 
 
 def test_top_k_and_top_p_only_ever_pick_the_allowed_tokens() -> None:
@@ -89,9 +108,12 @@ def test_embeddings_are_tied_and_flops_count_non_embedding_weights(family: str) 
     assert 0 < model.non_embedding_params() < sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_the_models_package_never_imports_ray() -> None:
     # A fresh interpreter: this test process may have imported Ray for other packages' tests.
-    code = ("import sys, models.trial, models.run_dir, models.generate, models.tensorboard_log; "
-            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    code = (
+        "import sys, models.trial, models.run_dir, models.generate, models.tensorboard_log; "
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

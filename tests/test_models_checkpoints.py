@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 import torch
 
-from models.checkpoint import (load_checkpoint, newest_valid_checkpoint, resolve_checkpoint, sha256_of,
-                               write_checkpoint)
+from models.checkpoint import load_checkpoint, newest_valid_checkpoint, resolve_checkpoint, sha256_of, write_checkpoint
 from models.generate import load_model
 from models.run_dir import train_in_run_dir
-from test_models_support import shakespeare_dataset, tiny_config  # noqa: F401
+from support.models import tiny_config
 from textune.errors import TextuneError
 
 
@@ -31,7 +30,7 @@ class WritesMarker:
 
 
 @pytest.fixture(scope="module")
-def finished_run(shakespeare_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def finished_run(shakespeare_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("run") / "run"
     train_in_run_dir(tiny_config(shakespeare_dataset, "transformer", max_tokens=6144), run_dir, None)
     return run_dir
@@ -45,8 +44,9 @@ def test_a_run_keeps_one_checkpoint_per_evaluation_and_points_latest_at_the_newe
     assert meta["tokens"] == state["tokens"] == 4096
     assert meta["config"]["n_layers"] == 2
     # Every file a load trusts is covered: the weights and the tokenizer, and the metadata by its own checksum.
-    assert meta["files"] == {name: sha256_of(checkpoints / "tokens_4096" / name)
-                             for name in ("state.pt", "tokenizer.json")}
+    assert meta["files"] == {
+        name: sha256_of(checkpoints / "tokens_4096" / name) for name in ("state.pt", "tokenizer.json")
+    }
     assert len(meta["sha256"]) == 64
 
 
@@ -61,8 +61,9 @@ def test_a_checkpoint_with_a_planted_pickle_is_refused_without_running_it(tmp_pa
     assert not marker.exists()
 
 
-def test_a_damaged_checkpoint_fails_its_checksum_and_the_newest_intact_one_is_found(finished_run: Path,
-                                                                                   tmp_path: Path) -> None:
+def test_a_damaged_checkpoint_fails_its_checksum_and_the_newest_intact_one_is_found(
+    finished_run: Path, tmp_path: Path
+) -> None:
     run_copy = tmp_path / "run"
     shutil.copytree(finished_run, run_copy)
     newest = run_copy / "checkpoints" / "tokens_6144"
@@ -74,8 +75,9 @@ def test_a_damaged_checkpoint_fails_its_checksum_and_the_newest_intact_one_is_fo
     assert newest_valid_checkpoint(run_copy) == run_copy / "checkpoints" / "tokens_4096"
 
 
-@pytest.mark.parametrize("content", [None, "{not json", json.dumps({"format": 99})],
-                         ids=["missing", "unreadable", "other-format"])
+@pytest.mark.parametrize(
+    "content", [None, "{not json", json.dumps({"format": 99})], ids=["missing", "unreadable", "other-format"]
+)
 def test_broken_metadata_gets_a_clear_error(tmp_path: Path, content: str | None) -> None:
     (tmp_path / "state.pt").write_bytes(b"")
     if content is not None:
@@ -86,15 +88,20 @@ def test_broken_metadata_gets_a_clear_error(tmp_path: Path, content: str | None)
 
 # Issue 14 A.4: editing meta.json (vocab_size, tokenizer kind) gave a size-mismatch traceback; any change to a
 # file the load trusts now fails the checksum, naming the file.
-@pytest.mark.parametrize("damage, fragment", [
-    (lambda c: _edit_meta(c, vocab_size=7), "meta.json was changed after it was written"),
-    (lambda c: _edit_meta(c, tokenizer_kind="byte"), "meta.json was changed after it was written"),
-    (lambda c: (c / "tokenizer.json").write_text('{"chars": ["a"]}'), "tokenizer.json has SHA-256"),
-    (lambda c: (c / "tokenizer.json").unlink(), "tokenizer.json has SHA-256 (missing)"),
-    (lambda c: _edit_meta(c, format=1), "is not textune checkpoint format 2"),
-], ids=["vocab-size", "tokenizer-kind", "tokenizer-file", "tokenizer-missing", "older-format"])
-def test_every_file_a_load_trusts_is_covered_by_the_checksum(finished_run: Path, tmp_path: Path, damage: Any,
-                                                            fragment: str) -> None:
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (lambda c: _edit_meta(c, vocab_size=7), "meta.json was changed after it was written"),
+        (lambda c: _edit_meta(c, tokenizer_kind="byte"), "meta.json was changed after it was written"),
+        (lambda c: (c / "tokenizer.json").write_text('{"chars": ["a"]}'), "tokenizer.json has SHA-256"),
+        (lambda c: (c / "tokenizer.json").unlink(), "tokenizer.json has SHA-256 (missing)"),
+        (lambda c: _edit_meta(c, format=1), "is not textune checkpoint format 2"),
+    ],
+    ids=["vocab-size", "tokenizer-kind", "tokenizer-file", "tokenizer-missing", "older-format"],
+)
+def test_every_file_a_load_trusts_is_covered_by_the_checksum(
+    finished_run: Path, tmp_path: Path, damage: Any, fragment: str
+) -> None:
     checkpoint = tmp_path / "tokens_6144"
     shutil.copytree(finished_run / "checkpoints" / "tokens_6144", checkpoint)
     load_model(checkpoint, torch.device("cpu"))  # intact: loads

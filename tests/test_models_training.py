@@ -9,16 +9,28 @@ import pytest
 
 from models.run_dir import checkpoint_to_resume, train_in_run_dir
 from models.trial import run_trial
-from test_models_support import (FAMILIES, RecordingReporter, prepare, read_metrics, shakespeare_dataset,  # noqa: F401
-                                 tiny_config)
+from support.models import FAMILIES, RecordingReporter, prepare, read_metrics, tiny_config
 
-REQUIRED_KEYS = {"tokens", "val_bpc", "status", "val_loss", "val_ppl", "train_loss", "train_ppl", "train_bpc",
-                 "best_val_bpc", "lr", "tokens_per_s", "flops"}
+REQUIRED_KEYS = {
+    "tokens",
+    "val_bpc",
+    "status",
+    "val_loss",
+    "val_ppl",
+    "train_loss",
+    "train_ppl",
+    "train_bpc",
+    "best_val_bpc",
+    "lr",
+    "tokens_per_s",
+    "flops",
+}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_reports_carry_the_contract_keys_and_a_checkpoint_at_every_evaluation(shakespeare_dataset: str,
-                                                                              family: str) -> None:
+def test_reports_carry_the_contract_keys_and_a_checkpoint_at_every_evaluation(
+    shakespeare_dataset: str, family: str
+) -> None:
     reporter = RecordingReporter()
     result = run_trial(tiny_config(shakespeare_dataset, family), reporter)
     assert [r["tokens"] for r in reporter.reports] == [2048, 4096, 6144, 8192]
@@ -30,8 +42,11 @@ def test_reports_carry_the_contract_keys_and_a_checkpoint_at_every_evaluation(sh
     assert reporter.reports[-1]["val_bpc"] < reporter.reports[0]["val_bpc"]  # it learns
     assert reporter.reports[-1]["flops"] == 4 * reporter.reports[0]["flops"]
     assert reporter.checkpoint_files == [["meta.json", "state.pt", "tokenizer.json"]] * 4
-    assert (result.status, result.tokens, result.best_val_bpc) == ("completed", 8192,
-                                                                    min(r["val_bpc"] for r in reporter.reports))
+    assert (result.status, result.tokens, result.best_val_bpc) == (
+        "completed",
+        8192,
+        min(r["val_bpc"] for r in reporter.reports),
+    )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -40,8 +55,20 @@ def test_a_tiny_corpus_is_memorised_to_near_zero_loss(tmp_path: Path, family: st
     corpus.write_text("the quick brown fox jumps over the lazy dog; " * 40 + "\n", encoding="utf-8")
     dataset = prepare(corpus, tmp_path / "datasets", split={"train": 0.8, "val": 0.1, "test": 0.1})
     reporter = RecordingReporter()
-    run_trial(tiny_config(dataset, family, block_size=16, batch_size=16, max_tokens=50_000, eval_every_tokens=12_500,
-                          lr=3e-2, weight_decay=0.0, warmup_tokens=0), reporter)
+    run_trial(
+        tiny_config(
+            dataset,
+            family,
+            block_size=16,
+            batch_size=16,
+            max_tokens=50_000,
+            eval_every_tokens=12_500,
+            lr=3e-2,
+            weight_decay=0.0,
+            warmup_tokens=0,
+        ),
+        reporter,
+    )
     # nats/token; what remains is the first positions of a block, whose short context is ambiguous.
     assert reporter.reports[-1]["train_loss"] < 0.1
     assert reporter.reports[-1]["val_loss"] < 0.1
@@ -59,8 +86,9 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_another(shakespeare_d
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_an_interrupted_and_resumed_run_has_exactly_the_uninterrupted_losses(shakespeare_dataset: str,
-                                                                             tmp_path: Path, family: str) -> None:
+def test_an_interrupted_and_resumed_run_has_exactly_the_uninterrupted_losses(
+    shakespeare_dataset: str, tmp_path: Path, family: str
+) -> None:
     # Dropout and grad accumulation make every RNG and counter matter.
     config = tiny_config(shakespeare_dataset, family, dropout=0.1, grad_accum=2, batch_size=4)
     train_in_run_dir(config, tmp_path / "whole", None)
@@ -71,18 +99,23 @@ def test_an_interrupted_and_resumed_run_has_exactly_the_uninterrupted_losses(sha
     assert resume_from.name == "tokens_4096"
     result = train_in_run_dir({**config, "fault_at_tokens": 5000}, tmp_path / "interrupted", resume_from)
     assert result.status == "completed"
-    curve = [(m["tokens"], m["train_loss"], m["val_loss"], m["lr"], m["best_val_bpc"])
-             for m in read_metrics(tmp_path / "whole")]
-    resumed_curve = [(m["tokens"], m["train_loss"], m["val_loss"], m["lr"], m["best_val_bpc"])
-                     for m in read_metrics(tmp_path / "interrupted")]
+    curve = [
+        (m["tokens"], m["train_loss"], m["val_loss"], m["lr"], m["best_val_bpc"])
+        for m in read_metrics(tmp_path / "whole")
+    ]
+    resumed_curve = [
+        (m["tokens"], m["train_loss"], m["val_loss"], m["lr"], m["best_val_bpc"])
+        for m in read_metrics(tmp_path / "interrupted")
+    ]
     assert resumed_curve == curve
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_huge_learning_rate_ends_as_diverged_without_an_exception(shakespeare_dataset: str, family: str) -> None:
     reporter = RecordingReporter()
-    result = run_trial(tiny_config(shakespeare_dataset, family, optimizer="sgd", lr=1e9, grad_clip=0,
-                                   warmup_tokens=0), reporter)
+    result = run_trial(
+        tiny_config(shakespeare_dataset, family, optimizer="sgd", lr=1e9, grad_clip=0, warmup_tokens=0), reporter
+    )
     assert result.status == "diverged"
     final = reporter.reports[-1]
     assert final["status"] == "diverged" and final["val_bpc"] == math.inf

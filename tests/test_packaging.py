@@ -21,8 +21,13 @@ def test_the_wheel_builds_without_setuptools_warnings_and_carries_the_yaml_files
         assert warning not in output, output[-3000:]
 
     names = zipfile.ZipFile(wheel).namelist()
-    expected = {str(path.relative_to(REPO_ROOT)) for folder in ("tune_jobs/configs", "models/configs", "cluster")
-                for path in (REPO_ROOT / folder).rglob("*.yaml")}
+    expected = {
+        str(path.relative_to(REPO_ROOT))
+        for folder in ("tune_jobs/configs", "models/configs", "cluster")
+        for path in (REPO_ROOT / folder).rglob("*.yaml")
+    }
     assert expected and expected <= set(names)
-    assert {name.split("/")[0] for name in names} == {*PACKAGES, wheel.name.split("-")[0] + "-" +
-                                                      wheel.name.split("-")[1] + ".dist-info"}
+    assert {name.split("/")[0] for name in names} == {
+        *PACKAGES,
+        wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info",
+    }

@@ -18,8 +18,10 @@ from tune_jobs.search import NON_FINITE_PENALTY, FiniteHyperOptSearch
 PACKAGES = ("textune", "data_pipeline", "models", "tune_jobs", "cluster")
 FENCE = REPO_ROOT / "cluster" / "ray_private.py"
 # Ray's private modules, its generated protobufs, its module constants, and HyperOpt internals once overridden.
-PRIVATE_USE = re.compile(r"ray\._private|ray\._raylet|ray\.core\.generated|ray_constants|_to_hyperopt_result"
-                         r"|metric_op")
+PRIVATE_USE = re.compile(
+    r"ray\._private|ray\._raylet|ray\.core\.generated|ray_constants|_to_hyperopt_result"
+    r"|metric_op"
+)
 
 
 def test_installed_ray_is_the_version_the_private_uses_were_written_for() -> None:
@@ -27,14 +29,19 @@ def test_installed_ray_is_the_version_the_private_uses_were_written_for() -> Non
         f"Ray {ray.__version__} is installed, but cluster/ray_private.py was written for Ray "
         f"{ray_private.RAY_VERSION_WRITTEN_FOR}. Private APIs change without notice: check every function in "
         "that module against the installed Ray (its tests: test_cluster_local.py, test_cluster_connection.py, "
-        "test_cluster_resources.py), then set RAY_VERSION_WRITTEN_FOR to the new version.")
+        "test_cluster_resources.py), then set RAY_VERSION_WRITTEN_FOR to the new version."
+    )
 
 
 def test_no_private_ray_use_outside_the_fence() -> None:
-    found = [f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}"
-             for package in PACKAGES for path in sorted((REPO_ROOT / package).rglob("*.py")) if path != FENCE
-             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-             if PRIVATE_USE.search(line)]
+    found = [
+        f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}"
+        for package in PACKAGES
+        for path in sorted((REPO_ROOT / package).rglob("*.py"))
+        if path != FENCE
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if PRIVATE_USE.search(line)
+    ]
     assert not found, "private Ray uses outside cluster/ray_private.py (move them there):\n" + "\n".join(found)
 
 
@@ -50,14 +57,17 @@ def test_the_single_machine_switch_is_restored_even_when_the_start_fails(monkeyp
     assert os.environ[ray_private.SINGLE_MACHINE_VAR] == "1" and ray_constants.ENABLE_RAY_CLUSTER == saved
 
 
-@pytest.mark.parametrize("mode, reported, loss", [
-    ("min", math.inf, NON_FINITE_PENALTY),
-    ("min", math.nan, NON_FINITE_PENALTY),
-    ("max", -math.inf, NON_FINITE_PENALTY),
-    ("max", math.nan, NON_FINITE_PENALTY),
-    ("min", 2.5, 2.5),
-    ("max", 2.5, -2.5),  # HyperOpt minimises: a maximised metric is negated
-])
+@pytest.mark.parametrize(
+    "mode, reported, loss",
+    [
+        ("min", math.inf, NON_FINITE_PENALTY),
+        ("min", math.nan, NON_FINITE_PENALTY),
+        ("max", -math.inf, NON_FINITE_PENALTY),
+        ("max", math.nan, NON_FINITE_PENALTY),
+        ("min", 2.5, 2.5),
+        ("max", 2.5, -2.5),  # HyperOpt minimises: a maximised metric is negated
+    ],
+)
 def test_hyperopt_learns_a_non_finite_metric_as_the_worst_loss(mode: str, reported: float, loss: float) -> None:
     searcher = FiniteHyperOptSearch(random_state_seed=0)
     searcher.set_search_properties("val_bpc", mode, {"lr": tune.uniform(0.0, 1.0)})

@@ -13,22 +13,24 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
 
-from test_tune_spec import tiny_job
+from support.jobs import tiny_job
 from tune_jobs.experiment import Experiment
 from tune_jobs.finish import finish_experiment
 from tune_jobs.hparams import ERROR_HPARAM, EVENTS_FILE
-from tune_jobs.results import ExperimentResults, restarts
+from tune_jobs.results.restarts import restarts
+from tune_jobs.results.table import ExperimentResults
 from tune_jobs.runner import resume_job, run_job
 from tune_jobs.spec import JobSpec
 from tune_jobs.trainable import CHECKPOINT_NAME
 
-pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("shared_module_cache")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240), pytest.mark.usefixtures("shared_module_cache")]
 
 EVAL = 1024  # tokens between evaluations (and checkpoints)
 # Crash settings (the trainer's fault injection, docs/models.md): between the first and second evaluation once
@@ -40,18 +42,23 @@ CRASH_ALWAYS = {"fault_at_tokens": 2 * EVAL + EVAL // 2, "fault_every_attempt": 
 @pytest.fixture(scope="module")
 def cluster(module_cache: Path) -> Iterator[Any]:
     """A head node with 2 CPUs and a driver connected to it; nodes notice a dead peer within seconds."""
-    import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "include_dashboard": False,
-        # Ray's default (health check every 3 s, 5 misses) would take 15 s to declare a killed node dead.
-        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4}})
+    from cluster.connection import connect
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 2,
+            "include_dashboard": False,
+            # Ray's default (health check every 3 s, 5 misses) would take 15 s to declare a killed node dead.
+            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 4},
+        },
+    )
     try:
-        ray.init(address=cluster.address, log_to_driver=False)
-        yield cluster
+        with connect(cluster.address, log_to_driver=False):  # as `textune run --address HOST:PORT` connects
+            yield cluster
     finally:
-        ray.shutdown()
         cluster.shutdown()
 
 
@@ -63,17 +70,25 @@ def history(results: ExperimentResults, trial_id: str) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def crash_search(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[JobSpec, Experiment,
-                                                                                  ExperimentResults]:
+def crash_search(
+    cluster: Any, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[JobSpec, Experiment, ExperimentResults]:
     """Two trials, max_failures 1: one crashes in every attempt, one crashes once (each crash costs Ray a new
     worker process, so there are few)."""
     points = [CRASH_ALWAYS, CRASH_ONCE]
-    job = tiny_job(tmp_path_factory.mktemp("storage"), name="crashes", num_samples=len(points), max_failures=1,
-                   budget={"max_tokens": 4 * EVAL, "eval_every_tokens": EVAL},
-                   # Both points lie in the space (a resume checks them again); random search runs the points only.
-                   space={"fault_at_tokens": {"choice": [p["fault_at_tokens"] for p in points]},
-                          "fault_every_attempt": {"choice": [False, True]}},
-                   search={"algorithm": "random", "points_to_evaluate": points})
+    job = tiny_job(
+        tmp_path_factory.mktemp("storage"),
+        name="crashes",
+        num_samples=len(points),
+        max_failures=1,
+        budget={"max_tokens": 4 * EVAL, "eval_every_tokens": EVAL},
+        # Both points lie in the space (a resume checks them again); random search runs the points only.
+        space={
+            "fault_at_tokens": {"choice": [p["fault_at_tokens"] for p in points]},
+            "fault_every_attempt": {"choice": [False, True]},
+        },
+        search={"algorithm": "random", "points_to_evaluate": points},
+    )
     spec = JobSpec.model_validate(job)
     experiment = run_job(spec)
     return spec, experiment, finish_experiment(experiment, spec)
@@ -81,12 +96,15 @@ def crash_search(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 def trials_with(results: ExperimentResults, fault: dict[str, Any]) -> pd.DataFrame:
     trials = results.trials
-    return trials[(trials["config/fault_at_tokens"] == fault["fault_at_tokens"])
-                  & (trials["config/fault_every_attempt"] == fault["fault_every_attempt"])]
+    return trials[
+        (trials["config/fault_at_tokens"] == fault["fault_at_tokens"])
+        & (trials["config/fault_every_attempt"] == fault["fault_every_attempt"])
+    ]
 
 
-def test_a_crashed_trial_is_retried_from_its_checkpoint(crash_search: tuple[JobSpec, Experiment,
-                                                                            ExperimentResults]) -> None:
+def test_a_crashed_trial_is_retried_from_its_checkpoint(
+    crash_search: tuple[JobSpec, Experiment, ExperimentResults],
+) -> None:
     spec, _, results = crash_search
     retried = trials_with(results, CRASH_ONCE).iloc[0]
     assert retried["status"] == "completed" and retried["failures"] == 1, retried
@@ -100,8 +118,9 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(crash_search: tuple[JobS
     assert tokens == sorted(set(tokens)), "the retry trained an interval again"
 
 
-def test_a_trial_that_keeps_failing_is_recorded_as_errored(crash_search: tuple[JobSpec, Experiment,
-                                                                               ExperimentResults]) -> None:
+def test_a_trial_that_keeps_failing_is_recorded_as_errored(
+    crash_search: tuple[JobSpec, Experiment, ExperimentResults],
+) -> None:
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.plugins.hparams import api_pb2, metadata
 
@@ -115,8 +134,11 @@ def test_a_trial_that_keeps_failing_is_recorded_as_errored(crash_search: tuple[J
     for _, trial in failing.iterrows():
         assert on_disk.loc[trial["trial_id"], "error"] == trial["error"]
         events = Path(experiment.root) / Path(trial["trial_dir"]).name / EVENTS_FILE
-        plugin_data = {value.tag: value.metadata.plugin_data.content
-                       for event in EventFileLoader(str(events)).Load() for value in event.summary.value}
+        plugin_data = {
+            value.tag: value.metadata.plugin_data.content
+            for event in EventFileLoader(str(events)).Load()
+            for value in event.summary.value
+        }
         start = metadata.parse_session_start_info_plugin_data(plugin_data[metadata.SESSION_START_INFO_TAG])
         end = metadata.parse_session_end_info_plugin_data(plugin_data[metadata.SESSION_END_INFO_TAG])
         assert end.status == api_pb2.STATUS_FAILURE
@@ -126,7 +148,8 @@ def test_a_trial_that_keeps_failing_is_recorded_as_errored(crash_search: tuple[J
 
 
 def test_a_restored_trial_falls_back_from_a_damaged_checkpoint(
-        cluster: Any, crash_search: tuple[JobSpec, Experiment, ExperimentResults]) -> None:
+    cluster: Any, crash_search: tuple[JobSpec, Experiment, ExperimentResults]
+) -> None:
     spec, experiment, before = crash_search
     errored = trials_with(before, CRASH_ALWAYS).iloc[0]
     # It checkpointed at 1 and 2 evaluations; truncate the latest, the one Ray restores it from. (A flipped byte
@@ -137,14 +160,15 @@ def test_a_restored_trial_falls_back_from_a_damaged_checkpoint(
     after = finish_experiment(experiment, spec)
     evaluations = history(after, errored["trial_id"])
     # The restored run skipped the damaged checkpoint (2 evaluations) for the one before it, and went on.
-    new_reports = evaluations.iloc[len(history(before, errored["trial_id"])):]
+    new_reports = evaluations.iloc[len(history(before, errored["trial_id"])) :]
     assert list(new_reports["restored_from_tokens"]) == [EVAL], evaluations
     assert list(new_reports["tokens"]) == [2 * EVAL]
     # The trial that had finished was left alone.
     finished = trials_with(before, CRASH_ONCE).iloc[0]["trial_id"]
     assert len(history(after, finished)) == len(history(before, finished))
-    logs = "".join(path.read_text(errors="replace")
-                   for path in Path(cluster.head_node.get_logs_dir_path()).glob("worker-*.err"))
+    logs = "".join(
+        path.read_text(errors="replace") for path in Path(cluster.head_node.get_logs_dir_path()).glob("worker-*.err")
+    )
     assert "skipping a damaged checkpoint of this trial" in logs, "no warning was logged"
 
 
@@ -196,8 +220,9 @@ def signal_all(pids: list[int], signum: int) -> None:
             pass
 
 
-def freeze_a_running_trial(workers: list[Any], experiment: Path, evaluations_per_trial: int,
-                           search: threading.Thread) -> tuple[str, Any, list[int]]:
+def freeze_a_running_trial(
+    workers: list[Any], experiment: Path, evaluations_per_trial: int, search: threading.Thread
+) -> tuple[str, Any, list[int]]:
     """(trial directory name, its node, the node's stopped worker pids) of a trial frozen mid-run on its node.
 
     The node is picked from the trial's own reports. Its workers are stopped (SIGSTOP), then the trial's
@@ -226,9 +251,14 @@ def test_worker_node_loss_resumes_trials_from_their_checkpoints(cluster: Any, tm
     cluster.wait_for_nodes()
     # Intervals of a few hundredths of a second on an idle machine: the trial to kill is frozen, not raced.
     eval_every, evaluations_per_trial = 8 * EVAL, 16
-    job = tiny_job(tmp_path, name="node-loss", num_samples=2, max_concurrent_trials=None,
-                   resources={"cpu": 1, "gpu": 1},
-                   budget={"max_tokens": evaluations_per_trial * eval_every, "eval_every_tokens": eval_every})
+    job = tiny_job(
+        tmp_path,
+        name="node-loss",
+        num_samples=2,
+        max_concurrent_trials=None,
+        resources={"cpu": 1, "gpu": 1},
+        budget={"max_tokens": evaluations_per_trial * eval_every, "eval_every_tokens": eval_every},
+    )
     spec = JobSpec.model_validate(job)
     outcome: dict[str, Any] = {}
 
@@ -242,8 +272,7 @@ def test_worker_node_loss_resumes_trials_from_their_checkpoints(cluster: Any, tm
     search.start()
     # Kill the node a trial reported from, while that trial is mid-run (a node dies mid-interval): its
     # processes are frozen first, so the trial cannot finish between the choice and the kill.
-    victim, lost_node, frozen = freeze_a_running_trial(workers, tmp_path / "node-loss",
-                                                       evaluations_per_trial, search)
+    victim, lost_node, frozen = freeze_a_running_trial(workers, tmp_path / "node-loss", evaluations_per_trial, search)
     cluster.remove_node(lost_node, allow_graceful=False)
     signal_all(frozen, signal.SIGKILL)  # the node's processes die with it
     survivor = next(node for node in workers if node is not lost_node)

@@ -3,55 +3,17 @@ evaluations, and the fills' error on configurations held out of a table. Nothing
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from support.replay import EVAL_EVERY, hand_table, smooth_metric, smooth_table
 from textune.errors import TextuneError
 from tune_jobs.replay.lookup import CurveLookup, held_out_error
-from tune_jobs.replay.table import CURVES_FILE, MANIFEST_FILE, config_id, load_table, make_table, write_table
-from tune_jobs.results import CONFIG_PREFIX
-from tune_jobs.spec import JobSpec
-
-EVAL_EVERY = 1024
-
-
-def hand_spec(space: dict[str, Any], max_tokens: int, **settings: Any) -> JobSpec:
-    return JobSpec.model_validate({"name": "hand", "data": {"source": "synthetic"}, "space": space,
-                                   "budget": {"max_tokens": max_tokens, "eval_every_tokens": EVAL_EVERY},
-                                   "search": {"algorithm": "grid"}, "scheduler": {"kind": "fifo"}, **settings})
-
-
-def hand_table(space: dict[str, Any], curves: list[tuple[dict[str, Any], int, list[float], list[float]]],
-               **settings: Any):
-    """A table of (config, seed, metric per evaluation, wall seconds per evaluation) curves, evaluated every
-    EVAL_EVERY tokens; FLOPs are 1e9 per interval."""
-    rows = []
-    for number, (config, seed, metrics, walls) in enumerate(curves):
-        for step, (metric, wall) in enumerate(zip(metrics, walls), start=1):
-            rows.append({"config_id": config_id(config), "seed": seed, "source_trial": f"t{number}",
-                         **{CONFIG_PREFIX + k: v for k, v in config.items()}, "tokens": step * EVAL_EVERY,
-                         "val_bpc": metric, "train_loss": metric, "wall_s": wall, "flops": 1e9})
-    max_tokens = max(len(c[2]) for c in curves) * EVAL_EVERY
-    return make_table(pd.DataFrame(rows), hand_spec(space, max_tokens, **settings), {"source": "hand-built"})
-
-
-def smooth_metric(lr: float, width: int, tokens: int) -> float:
-    """A smooth learning curve: best near lr = 3e-3, wider is better, falling with tokens."""
-    return 1.0 + 0.5 * (math.log10(lr) + 2.5) ** 2 + (0.2 if width == 32 else 0.0) + 2.0 / math.sqrt(tokens / 1024)
-
-
-def smooth_table(lrs: list[float], widths: list[int], evaluations: int = 8):
-    curves = [({"lr": lr, "width": width}, 0,
-               [smooth_metric(lr, width, k * EVAL_EVERY) for k in range(1, evaluations + 1)], [1.0] * evaluations)
-              for lr, width in itertools.product(lrs, widths)]
-    return hand_table({"lr": {"grid": lrs}, "width": {"grid": widths}}, curves)
+from tune_jobs.replay.table import CURVES_FILE, MANIFEST_FILE, config_id, load_table, write_table
 
 
 def test_table_round_trip_keeps_curves_and_records_its_checksum(tmp_path: Path) -> None:
@@ -64,8 +26,9 @@ def test_table_round_trip_keeps_curves_and_records_its_checksum(tmp_path: Path) 
     assert manifest["spec"]["space"]["lr"] == {"grid": [1e-3, 1e-2]}
     loaded = load_table(tmp_path / "table")
     pd.testing.assert_frame_equal(loaded.curves, table.curves)
-    assert loaded.best_value() == pytest.approx(min(smooth_metric(lr, w, 8192) for lr in (1e-3, 1e-2)
-                                                    for w in (32, 64)))
+    assert loaded.best_value() == pytest.approx(
+        min(smooth_metric(lr, w, 8192) for lr in (1e-3, 1e-2) for w in (32, 64))
+    )
 
 
 def test_a_table_whose_parquet_changed_fails_its_checksum(tmp_path: Path) -> None:
@@ -104,18 +67,22 @@ def test_recorded_evaluations_are_exact_and_others_are_marked_extrapolated(fill:
 
 def test_several_recorded_seeds_are_picked_by_the_replay_seed() -> None:
     config = {"lr": 1e-2}
-    table = hand_table({"lr": {"grid": [1e-2, 1e-3]}},
-                       [(config, 0, [2.0, 1.0], [1, 1]), (config, 1, [2.5, 1.5], [1, 1]),
-                        ({"lr": 1e-3}, 0, [3.0, 2.0], [1, 1])])
+    table = hand_table(
+        {"lr": {"grid": [1e-2, 1e-3]}},
+        [(config, 0, [2.0, 1.0], [1, 1]), (config, 1, [2.5, 1.5], [1, 1]), ({"lr": 1e-3}, 0, [3.0, 2.0], [1, 1])],
+    )
     lookup = CurveLookup(table)
     assert [lookup.evaluation(config, 2048, seed).metric for seed in (0, 1, 2, 3)] == [1.0, 1.5, 1.0, 1.5]
     # A seed's curve that ASHA stopped early: later evaluations come from a seed that got there, still recorded.
-    stopped = hand_table({"lr": {"grid": [1e-2, 1e-3]}}, [(config, 0, [2.0, 1.0], [1, 1]), (config, 1, [2.5], [1]),
-                                                          ({"lr": 1e-3}, 0, [3.0, 2.0], [1, 1])])
+    stopped = hand_table(
+        {"lr": {"grid": [1e-2, 1e-3]}},
+        [(config, 0, [2.0, 1.0], [1, 1]), (config, 1, [2.5], [1]), ({"lr": 1e-3}, 0, [3.0, 2.0], [1, 1])],
+    )
     late = CurveLookup(stopped).evaluation(config, 2048, seed=1)
     assert late.metric == 1.0 and not late.extrapolated
 
 
+@pytest.mark.slow
 def test_the_surrogate_predicts_held_out_curves_within_its_bound() -> None:
     """On a smooth table the forest's error on configurations it never saw stays small against the metric's
     spread, and below the nearest neighbour's."""

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from ray.tune.experiment import Experiment
-from ray.tune.search import SearchAlgorithm, SearchGenerator, Searcher
+from ray.tune.search import SearchAlgorithm, Searcher, SearchGenerator
 
-from test_replay_table import EVAL_EVERY, hand_table
+from support.replay import EVAL_EVERY, hand_table
 from tune_jobs.replay.lookup import CurveLookup
 from tune_jobs.replay.simulator import SimulatedSearch, evaluation_tokens, simulate
 from tune_jobs.replay.strategies import STRATEGIES, parse_strategies, strategy_spec
@@ -49,10 +49,18 @@ def curve(lr: float) -> list[float]:
 def table(diverging_curve: list[float]) -> CurveTable:
     """The LRS curves; the highest learning rate's curve is ``diverging_curve``, and it is the point evaluated
     first, so every strategy meets it at once."""
-    curves = [({"lr": lr}, 0, diverging_curve if lr == DIVERGING else curve(lr), [1.0] * len(
-        diverging_curve if lr == DIVERGING else curve(lr))) for lr in LRS]
-    return hand_table({"lr": {"grid": LRS}}, curves, search={"algorithm": "grid",
-                                                             "points_to_evaluate": [{"lr": DIVERGING}]})
+    curves = [
+        (
+            {"lr": lr},
+            0,
+            diverging_curve if lr == DIVERGING else curve(lr),
+            [1.0] * len(diverging_curve if lr == DIVERGING else curve(lr)),
+        )
+        for lr in LRS
+    ]
+    return hand_table(
+        {"lr": {"grid": LRS}}, curves, search={"algorithm": "grid", "points_to_evaluate": [{"lr": DIVERGING}]}
+    )
 
 
 DIVERGED = table([math.inf])
@@ -61,7 +69,7 @@ GOOD = table([0.5] * EVALUATIONS)
 
 
 def spec_of(name: str, curves: CurveTable, seed: int) -> JobSpec:
-    strategy, = parse_strategies([name], curves.spec, [EVAL_EVERY], [2.0])
+    (strategy,) = parse_strategies([name], curves.spec, [EVAL_EVERY], [2.0])
     return strategy_spec(curves, strategy, seed, TRIALS)
 
 
@@ -141,8 +149,17 @@ def test_state_saved_and_restored_proposes_as_the_original(name: str, tmp_path: 
     way ``textune resume`` restores it (space first, then the state, no configurations added again)."""
     spec = spec_of(name, GOOD, seed=1)
     original = _search(spec)
-    original.add_configurations([Experiment("contract", _never_run, config=to_param_space(spec.space),
-                                            num_samples=spec.num_samples, storage_path=str(tmp_path / "runs"))])
+    original.add_configurations(
+        [
+            Experiment(
+                "contract",
+                _never_run,
+                config=to_param_space(spec.space),
+                num_samples=spec.num_samples,
+                storage_path=str(tmp_path / "runs"),
+            )
+        ]
+    )
     _run(original, 4)
     original.save_to_dir(str(tmp_path), session_str="contract")
     restored = _search(spec)

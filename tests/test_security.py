@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, assert_user_error, run_textune
-from test_tune_spec import tiny_job, write_job
+from support.jobs import tiny_job, write_job
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -64,7 +64,7 @@ def listening_sockets(pid: int) -> set[tuple[str, int]]:
             address_hex, port_hex = fields[1].split(":")
             packed = bytes.fromhex(address_hex)
             # The kernel prints the address as 32-bit words in host (little-endian) byte order.
-            packed = b"".join(packed[i:i + 4][::-1] for i in range(0, len(packed), 4))
+            packed = b"".join(packed[i : i + 4][::-1] for i in range(0, len(packed), 4))
             found.add((str(ipaddress.ip_address(packed)), int(port_hex, 16)))
     return found
 
@@ -75,8 +75,9 @@ def is_loopback(address: str) -> bool:
     return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-def watch_listening(process: subprocess.Popen[str], timeout_s: float,
-                    awaited: tuple[str, int] | None = None) -> set[tuple[str, int]]:
+def watch_listening(
+    process: subprocess.Popen[str], timeout_s: float, awaited: tuple[str, int] | None = None
+) -> set[tuple[str, int]]:
     """Every socket that listened in ``process``'s namespace while it ran, or until ``awaited`` listened."""
     seen: set[tuple[str, int]] = set()
     deadline = time.monotonic() + timeout_s
@@ -94,6 +95,7 @@ def write_text(path: Path, text: str) -> Path:
 
 # Config files (job specs, training configs) share one reader; a saved spec comes from storage through another.
 @pytest.mark.parametrize("where", ["job spec", "saved job spec"])
+@pytest.mark.slow
 def test_yaml_tags_that_would_run_code_are_refused_and_nothing_runs(tmp_path: Path, where: str) -> None:
     marker = tmp_path / "code-ran"
     document = f'name: !!python/object/apply:os.system ["touch {marker}"]\n'
@@ -107,6 +109,7 @@ def test_yaml_tags_that_would_run_code_are_refused_and_nothing_runs(tmp_path: Pa
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_embedded_search_listens_on_loopback_only_and_keeps_its_token_private(tmp_path: Path) -> None:
     """`textune run` on a machine with a network address: Ray's GCS, raylet, workers and agents bind
     127.0.0.1, and the run's auth token is its own, not one Ray leaves in ~/.ray for every user to read."""
@@ -117,9 +120,15 @@ def test_embedded_search_listens_on_loopback_only_and_keeps_its_token_private(tm
     # A user who set no auth: variables an earlier test's cluster left in this process must not reach the run.
     env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_AUTH_")}
     with open(log, "w") as output:
-        process = subprocess.Popen(in_networked_namespace(*textune_command("run", str(job))), cwd=REPO_ROOT,
-                                   env={**env, "HOME": str(home)}, stdout=output, stderr=subprocess.STDOUT,
-                                   text=True, start_new_session=True)
+        process = subprocess.Popen(
+            in_networked_namespace(*textune_command("run", str(job))),
+            cwd=REPO_ROOT,
+            env={**env, "HOME": str(home)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     try:
         seen = watch_listening(process, timeout_s=200)
         assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
@@ -132,11 +141,17 @@ def test_embedded_search_listens_on_loopback_only_and_keeps_its_token_private(tm
     assert not (home / ".ray" / "auth_token").exists()
 
 
+@pytest.mark.slow
 def test_tensorboard_listens_on_loopback_only(tmp_path: Path) -> None:
     experiment = write_text(tmp_path / "experiment" / "textune-job.yaml", "name: experiment\n").parent
-    process = subprocess.Popen(in_networked_namespace(*textune_command("tensorboard", str(experiment))),
-                               cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # its own group: TensorBoard is a child of textune
+    process = subprocess.Popen(
+        in_networked_namespace(*textune_command("tensorboard", str(experiment))),
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # its own group: TensorBoard is a child of textune
     try:
         seen = watch_listening(process, timeout_s=120, awaited=("127.0.0.1", 6006))
     finally:

@@ -17,13 +17,13 @@ import pytest
 import yaml
 
 from conftest import assert_user_error, run_textune
-from test_bad_input_battery import snapshot
-from test_tune_spec import tiny_job, write_job
+from support.files import snapshot
+from support.jobs import tiny_job, write_job
 from textune.errors import TextuneError
 from tune_jobs.experiment import SPEC_FILE, experiment_at, open_experiment
 from tune_jobs.lifecycle import LOCK_FILE, held_experiment, new_experiment
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 HELD = "is being run right now by another textune process"
 
@@ -38,14 +38,18 @@ def saved_experiment(storage: Path, **changes: Any) -> tuple[Path, Path]:
     return experiment, write_job(storage.parent / "job.yaml", job)
 
 
-@pytest.mark.parametrize("setting, fragment", [
-    # The data source fails while the dataset is prepared, after the experiment was created.
-    ("data.source={tmp}/nowhere.txt", "does not exist"),
-    # No node of the embedded Ray could host a trial: found after the experiment was created, before Ray.
-    ("resources.gpu=1", "the largest node has 0 GPU(s)"),
-])
-def test_a_run_that_fails_before_its_first_trial_leaves_nothing_behind(tmp_path: Path, setting: str,
-                                                                       fragment: str) -> None:
+@pytest.mark.parametrize(
+    "setting, fragment",
+    [
+        # The data source fails while the dataset is prepared, after the experiment was created.
+        ("data.source={tmp}/nowhere.txt", "does not exist"),
+        # No node of the embedded Ray could host a trial: found after the experiment was created, before Ray.
+        ("resources.gpu=1", "the largest node has 0 GPU(s)"),
+    ],
+)
+def test_a_run_that_fails_before_its_first_trial_leaves_nothing_behind(
+    tmp_path: Path, setting: str, fragment: str
+) -> None:
     storage = tmp_path / "new" / "storage"  # neither directory exists yet
     job_path = write_job(tmp_path / "job.yaml", tiny_job(storage))
     command = ("run", str(job_path), "--set", setting.format(tmp=tmp_path))
@@ -70,8 +74,9 @@ def _create_and_hold(storage: str, start: Any, outcomes: Any) -> None:
 def test_of_runs_of_one_name_started_at_once_exactly_one_gets_the_experiment(tmp_path: Path) -> None:
     context = multiprocessing.get_context("spawn")
     start, outcomes = context.Barrier(4), context.Queue()
-    workers = [context.Process(target=_create_and_hold, args=(str(tmp_path / "runs"), start, outcomes))
-               for _ in range(4)]
+    workers = [
+        context.Process(target=_create_and_hold, args=(str(tmp_path / "runs"), start, outcomes)) for _ in range(4)
+    ]
     for worker in workers:
         worker.start()
     results = [outcomes.get(timeout=120) for _ in workers]
@@ -80,8 +85,9 @@ def test_of_runs_of_one_name_started_at_once_exactly_one_gets_the_experiment(tmp
     assert results.count("created") == 1, results
     refusals = [result for result in results if result != "created"]
     experiment = tmp_path / "runs" / "contested"
-    assert all(str(experiment) in refusal and (HELD in refusal or "already exists" in refusal)
-               for refusal in refusals), refusals
+    assert all(
+        str(experiment) in refusal and (HELD in refusal or "already exists" in refusal) for refusal in refusals
+    ), refusals
     assert sorted(path.name for path in experiment.iterdir()) == [LOCK_FILE]
 
 
@@ -101,11 +107,16 @@ def test_a_live_run_holds_its_experiment_against_run_and_resume(tmp_path: Path) 
 def test_run_resume_with_a_changed_spec_lists_every_key_that_differs(tmp_path: Path) -> None:
     experiment, job_path = saved_experiment(tmp_path / "storage")
     before = snapshot(experiment)
-    changed = run_textune("run", str(job_path), "--resume", "--set", "num_samples=5",
-                          "--set", "budget.max_tokens=8192", timeout=120)
-    assert_user_error(changed, f"differs from the one {experiment} was started with",
-                      "budget.max_tokens (saved 9216, given 8192); num_samples (saved 2, given 5)",
-                      f"textune resume {experiment}", "--name NEW_NAME")
+    changed = run_textune(
+        "run", str(job_path), "--resume", "--set", "num_samples=5", "--set", "budget.max_tokens=8192", timeout=120
+    )
+    assert_user_error(
+        changed,
+        f"differs from the one {experiment} was started with",
+        "budget.max_tokens (saved 9216, given 8192); num_samples (saved 2, given 5)",
+        f"textune resume {experiment}",
+        "--name NEW_NAME",
+    )
     # An edited job file (a search space bound) the same way.
     edited = dict(yaml.safe_load(job_path.read_text()), space={"lr": {"loguniform": [1.0e-4, 3.0e-2]}})
     result = run_textune("run", str(write_job(tmp_path / "edited.yaml", edited)), "--resume", timeout=120)
@@ -114,7 +125,8 @@ def test_run_resume_with_a_changed_spec_lists_every_key_that_differs(tmp_path: P
 
 
 def test_resume_of_a_finished_experiment_says_nothing_to_resume_without_starting_ray(
-        experiment_copy: Path, tmp_path: Path) -> None:
+    experiment_copy: Path, tmp_path: Path
+) -> None:
     saved = yaml.safe_load((experiment_copy / SPEC_FILE).read_text())
     job_path = write_job(tmp_path / "job.yaml", dict(saved, storage=str(experiment_copy.parent)))
     trials = len(pd.read_parquet(experiment_copy / "results.parquet"))
@@ -124,8 +136,9 @@ def test_resume_of_a_finished_experiment_says_nothing_to_resume_without_starting
         result = run_textune(*command, timeout=60)
         elapsed = time.monotonic() - started
         assert result.returncode == 0, result.stderr
-        assert result.stdout.startswith(f"nothing to resume: the {trials} trials of {experiment_copy} ended ("), \
+        assert result.stdout.startswith(f"nothing to resume: the {trials} trials of {experiment_copy} ended ("), (
             result.stdout
+        )
         assert f"textune best {experiment_copy}" in result.stdout and "Result logdir" not in result.stdout
         # One Python start-up without Ray Tune's import (about 3 s here) or Ray's start (tens of seconds).
         assert elapsed < 10, elapsed

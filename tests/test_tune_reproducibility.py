@@ -5,15 +5,16 @@ the same whatever the timing, and its later ones depend on the order results arr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
 
 from conftest import REPO_ROOT, run_textune
-from tune_jobs.results import CONFIG_PREFIX
+from tune_jobs.results.table import CONFIG_PREFIX
 from tune_jobs.search import build_search_alg
 from tune_jobs.space import to_param_space
 from tune_jobs.spec import JobSpec
@@ -55,10 +56,22 @@ def test_initial_proposals_do_not_depend_on_timing_and_later_ones_do() -> None:
 
 # One slot, so results arrive in one order. Small enough to run in well under a minute per search, yet past
 # HyperOpt's random start (2 of 5 proposals) and with ASHA rungs at 1024 and 2048 tokens to stop trials at.
-ONE_SLOT = ("num_samples=5", "max_concurrent_trials=1", "search.n_initial_points=2", "seed=7",
-            "data.synthetic.characters=60000", "model.n_layers=1", "model.block_size=32", "model.eval_max_blocks=4",
-            "model.warmup_tokens=512", "budget.max_tokens=4096", "budget.eval_every_tokens=1024",
-            "budget.time_budget_s=240", "scheduler.grace_period_tokens=1024", "scheduler.reduction_factor=2")
+ONE_SLOT = (
+    "num_samples=5",
+    "max_concurrent_trials=1",
+    "search.n_initial_points=2",
+    "seed=7",
+    "data.synthetic.characters=60000",
+    "model.n_layers=1",
+    "model.block_size=32",
+    "model.eval_max_blocks=4",
+    "model.warmup_tokens=512",
+    "budget.max_tokens=4096",
+    "budget.eval_every_tokens=1024",
+    "budget.time_budget_s=240",
+    "scheduler.grace_period_tokens=1024",
+    "scheduler.reduction_factor=2",
+)
 
 
 def one_slot_search(storage: Path, name: str) -> tuple[pd.DataFrame, dict[tuple[Any, ...], list[float]]]:
@@ -70,13 +83,16 @@ def one_slot_search(storage: Path, name: str) -> tuple[pd.DataFrame, dict[tuple[
     evaluations = pd.read_parquet(storage / name / "evaluations.parquet")
     config_columns = sorted(column for column in trials if column.startswith(CONFIG_PREFIX))
     key_of = {row["trial_id"]: tuple(row[config_columns]) for _, row in trials.iterrows()}
-    curves = {key_of[trial_id]: list(curve.sort_values("tokens")["val_bpc"])
-              for trial_id, curve in evaluations.groupby("trial_id")}
+    curves = {
+        key_of[trial_id]: list(curve.sort_values("tokens")["val_bpc"])
+        for trial_id, curve in evaluations.groupby("trial_id")
+    }
     table = trials[[*config_columns, "status", "tokens", "best_metric"]]
     return table.sort_values(config_columns).reset_index(drop=True), curves
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_one_slot_searches_of_one_spec_are_identical(tmp_path: Path) -> None:
     # Starts Ray twice (about a minute each on 2 busy cores): the claim is about a whole search under Ray Tune,
     # the order its driver hands results to the searcher and the scheduler.

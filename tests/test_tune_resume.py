@@ -3,49 +3,22 @@ trials are not re-run, no trial runs twice and HyperOpt's history comes back."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, assert_user_error, completed_trials, run_textune
-from test_tune_spec import tiny_job, write_job
+from conftest import assert_user_error, completed_trials, run_textune, run_until
+from support.jobs import tiny_job, write_job
 from tune_jobs.search import build_search_alg
 from tune_jobs.spec import JobSpec
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 TRIALS = 4
-
-
-def run_until(job_path: Path, ready: Callable[[], bool], stop_signal: signal.Signals) -> str:
-    """``textune run JOB`` until ``ready()``, then ``stop_signal`` to its driver; the driver's output."""
-    # A session of its own, so the Ray processes a killed driver leaves behind can be stopped with it.
-    driver = subprocess.Popen([sys.executable, "-m", "tune_jobs.cli.main", "run", str(job_path)], cwd=REPO_ROOT,
-                              env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while not ready():
-            assert driver.poll() is None, driver.stdout.read()
-            assert time.monotonic() < deadline, "the search did not get there in time"
-            time.sleep(0.2)
-        driver.send_signal(stop_signal)
-        output, _ = driver.communicate(timeout=120)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-    return output
 
 
 def searcher_losses(spec: JobSpec, experiment: Path) -> list[float]:
@@ -57,16 +30,26 @@ def searcher_losses(spec: JobSpec, experiment: Path) -> list[float]:
 
 
 # Each way to lose the driver is continued with one of the two ways to resume.
-@pytest.mark.parametrize("stop_signal, resume_command", [
-    (signal.SIGINT, ["resume", "{experiment}"]),
-    (signal.SIGKILL, ["run", "{job}", "--resume"]),
-], ids=["sigint", "sigkill"])
-def test_driver_loss_then_resume_finishes_the_rest(tmp_path: Path, stop_signal: signal.Signals,
-                                                   resume_command: list[str]) -> None:
+@pytest.mark.parametrize(
+    "stop_signal, resume_command",
+    [
+        (signal.SIGINT, ["resume", "{experiment}"]),
+        (signal.SIGKILL, ["run", "{job}", "--resume"]),
+    ],
+    ids=["sigint", "sigkill"],
+)
+def test_driver_loss_then_resume_finishes_the_rest(
+    tmp_path: Path, stop_signal: signal.Signals, resume_command: list[str]
+) -> None:
     # 8 evaluations a trial: with 4, an idle machine ran the whole search in 3 s, and the kill found it finished.
-    job = tiny_job(tmp_path, name="interrupted", num_samples=TRIALS, max_concurrent_trials=1,
-                   search={"algorithm": "hyperopt", "n_initial_points": 2},
-                   budget={"max_tokens": 8192, "eval_every_tokens": 1024})
+    job = tiny_job(
+        tmp_path,
+        name="interrupted",
+        num_samples=TRIALS,
+        max_concurrent_trials=1,
+        search={"algorithm": "hyperopt", "n_initial_points": 2},
+        budget={"max_tokens": 8192, "eval_every_tokens": 1024},
+    )
     job_path = tmp_path / "job.yaml"
     job_path.write_text(yaml.safe_dump(job))
     experiment = tmp_path / "interrupted"
@@ -88,8 +71,7 @@ def test_driver_loss_then_resume_finishes_the_rest(tmp_path: Path, stop_signal: 
     refused = run_textune("run", str(job_path))
     assert_user_error(refused, "already exists", f"textune resume {experiment}")
 
-    resumed = run_textune(*(arg.format(experiment=experiment, job=job_path) for arg in resume_command),
-                          timeout=240)
+    resumed = run_textune(*(arg.format(experiment=experiment, job=job_path) for arg in resume_command), timeout=240)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     trials = pd.read_parquet(experiment / "results.parquet")
     assert len(trials) == TRIALS and (trials["status"] == "completed").all(), trials[["trial_id", "status"]]
@@ -125,11 +107,15 @@ def stop_decisions(experiment: Path) -> dict[float, tuple[str, int]]:
 def test_asha_makes_the_same_stop_decisions_after_a_resume(tmp_path: Path) -> None:
     # One slot and fixed points make the search deterministic: the same trials reach the same rungs in the same
     # order with the same metrics, so only ASHA's memory of earlier trials can change a decision.
-    job = tiny_job(tmp_path, num_samples=len(ASHA_POINTS), max_concurrent_trials=1,
-                   space={"lr": {"loguniform": [min(ASHA_POINTS), max(ASHA_POINTS)]}},
-                   search={"algorithm": "random", "points_to_evaluate": [{"lr": lr} for lr in ASHA_POINTS]},
-                   scheduler={"kind": "asha", "grace_period_tokens": 4096, "reduction_factor": 2},
-                   budget={"max_tokens": 32768, "eval_every_tokens": 4096})
+    job = tiny_job(
+        tmp_path,
+        num_samples=len(ASHA_POINTS),
+        max_concurrent_trials=1,
+        space={"lr": {"loguniform": [min(ASHA_POINTS), max(ASHA_POINTS)]}},
+        search={"algorithm": "random", "points_to_evaluate": [{"lr": lr} for lr in ASHA_POINTS]},
+        scheduler={"kind": "asha", "grace_period_tokens": 4096, "reduction_factor": 2},
+        budget={"max_tokens": 32768, "eval_every_tokens": 4096},
+    )
     uninterrupted_path = write_job(tmp_path / "uninterrupted.yaml", dict(job, name="uninterrupted"))
     uninterrupted = run_textune("run", str(uninterrupted_path), timeout=240)
     assert uninterrupted.returncode == 0, uninterrupted.stdout[-3000:] + uninterrupted.stderr[-3000:]

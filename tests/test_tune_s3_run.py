@@ -11,23 +11,27 @@ import pyarrow.fs as pafs
 import pytest
 
 from cluster.storage import StorageOptions, resolve_storage
-from conftest import assert_user_error, run_textune
-from test_cluster_storage import BUCKET, s3_endpoint  # noqa: F401 - the module-scoped S3 server fixture
-from test_tune_spec import tiny_job, write_job
+from conftest import BUCKET, assert_user_error, run_textune
+from support.jobs import tiny_job, write_job
 
 pytestmark = pytest.mark.timeout(300)
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def test_run_finishes_on_s3_with_the_endpoint_only_in_storage_options(s3_endpoint: str,  # noqa: F811
-                                                                       tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_finishes_on_s3_with_the_endpoint_only_in_storage_options(
+    s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):  # the endpoint reaches textune one way only
         monkeypatch.delenv(name, raising=False)
     options = {"endpoint_override": f"http://{s3_endpoint}"}
-    job = tiny_job(tmp_path, name="options-only", storage_options=options, num_samples=1,
-                   budget={"max_tokens": 2048, "eval_every_tokens": 1024})
+    job = tiny_job(
+        tmp_path,
+        name="options-only",
+        storage_options=options,
+        num_samples=1,
+        budget={"max_tokens": 2048, "eval_every_tokens": 1024},
+    )
     job_path = write_job(tmp_path / "job.yaml", dict(job, storage=f"s3://{BUCKET}/runs"))
     result = run_textune("run", str(job_path), env=CREDENTIALS, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -37,12 +41,13 @@ def test_run_finishes_on_s3_with_the_endpoint_only_in_storage_options(s3_endpoin
     filesystem, path = resolve_storage(root, StorageOptions(**options))
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    files = {info.path[len(path) + 1:] for info in filesystem.get_file_info(pafs.FileSelector(path, recursive=True))}
+    files = {info.path[len(path) + 1 :] for info in filesystem.get_file_info(pafs.FileSelector(path, recursive=True))}
     assert {"results.parquet", "evaluations.parquet", "best/meta.json"} <= files, sorted(files)
     assert any(name.startswith("events.out.tfevents") for name in files), sorted(files)  # the HParams config
 
     again = run_textune("run", str(job_path), "--resume", env=CREDENTIALS, timeout=60)
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith(f"nothing to resume: the 1 trial of {root} ended (1 completed)")
-    assert_user_error(run_textune("run", str(job_path), env=CREDENTIALS, timeout=60),
-                      f"experiment {root} already exists")
+    assert_user_error(
+        run_textune("run", str(job_path), env=CREDENTIALS, timeout=60), f"experiment {root} already exists"
+    )

@@ -13,18 +13,20 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from conftest import assert_user_error, run_textune
+from support.jobs import tiny_job
 from textune.errors import TextuneError
-from test_tune_spec import tiny_job
 from tune_jobs.experiment import BEST_DIR, EVALUATIONS_FILE, RESULTS_FILE, Experiment
 from tune_jobs.finish import finish_experiment
-from tune_jobs.results import ExperimentResults, top_configs
+from tune_jobs.results.table import ExperimentResults
+from tune_jobs.results.warm_start import top_configs
 from tune_jobs.runner import run_job
 from tune_jobs.search import rung_milestones
 from tune_jobs.spec import JobSpec
@@ -35,34 +37,33 @@ DIVERGING_LR = 1000.0  # plain SGD without clipping overflows at this rate withi
 FAULT_AT = 512  # an injected exception before the first evaluation: the trial errors out
 
 
-@pytest.fixture(scope="module")
-def ray_session(module_cache: Path) -> Iterator[None]:
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 def run_and_finish(spec: JobSpec) -> tuple[Experiment, ExperimentResults]:
     experiment = run_job(spec)
     return experiment, finish_experiment(experiment, spec)
 
 
 @pytest.fixture(scope="module")
-def asha_search(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[JobSpec, Experiment,
-                                                                                   ExperimentResults]:
+def asha_search(
+    ray_session: None, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[JobSpec, Experiment, ExperimentResults]:
     """HyperOpt + ASHA over SGD learning rates; the first two points diverge and error out on purpose."""
-    job = tiny_job(tmp_path_factory.mktemp("storage"), name="asha",
-                   model={**tiny_job(Path())["model"], "optimizer": "sgd", "grad_clip": 0.0},
-                   space={"lr": {"loguniform": [0.05, 5.0]}, "fault_at_tokens": {"choice": [10**9, FAULT_AT]}},
-                   search={"algorithm": "hyperopt", "n_initial_points": 4,
-                           "points_to_evaluate": [{"lr": DIVERGING_LR, "fault_at_tokens": 10**9},
-                                                  {"lr": 0.5, "fault_at_tokens": FAULT_AT}]},
-                   scheduler={"kind": "asha", "reduction_factor": 3}, num_samples=10,
-                   max_failures=0)  # the injected fault fires before any checkpoint: retries would only repeat it
+    job = tiny_job(
+        tmp_path_factory.mktemp("storage"),
+        name="asha",
+        model={**tiny_job(Path())["model"], "optimizer": "sgd", "grad_clip": 0.0},
+        space={"lr": {"loguniform": [0.05, 5.0]}, "fault_at_tokens": {"choice": [10**9, FAULT_AT]}},
+        search={
+            "algorithm": "hyperopt",
+            "n_initial_points": 4,
+            "points_to_evaluate": [
+                {"lr": DIVERGING_LR, "fault_at_tokens": 10**9},
+                {"lr": 0.5, "fault_at_tokens": FAULT_AT},
+            ],
+        },
+        scheduler={"kind": "asha", "reduction_factor": 3},
+        num_samples=10,
+        max_failures=0,
+    )  # the injected fault fires before any checkpoint: retries would only repeat it
     spec = JobSpec.model_validate(job)
     return (spec, *run_and_finish(spec))
 
@@ -79,8 +80,9 @@ def test_asha_stops_trials_at_token_rungs(asha_search: tuple[JobSpec, Experiment
     assert (trials[trials["status"] == "completed"]["tokens"] == spec.budget.max_tokens).all()
 
 
-def test_failed_trials_are_recorded_and_the_search_goes_on(asha_search: tuple[JobSpec, Experiment,
-                                                                               ExperimentResults]) -> None:
+def test_failed_trials_are_recorded_and_the_search_goes_on(
+    asha_search: tuple[JobSpec, Experiment, ExperimentResults],
+) -> None:
     spec, _, results = asha_search
     trials = results.trials
     assert len(trials) == spec.num_samples
@@ -107,8 +109,9 @@ def test_results_layout_and_best_checkpoint(asha_search: tuple[JobSpec, Experime
     assert (root / Path(best["trial_dir"]).name).is_dir()
 
 
-def test_best_export_and_generate_through_the_cli(asha_search: tuple[JobSpec, Experiment, ExperimentResults],
-                                                  tmp_path: Path) -> None:
+def test_best_export_and_generate_through_the_cli(
+    asha_search: tuple[JobSpec, Experiment, ExperimentResults], tmp_path: Path
+) -> None:
     _, experiment, results = asha_search
     shown = run_textune("best", experiment.root, "--json")
     assert shown.returncode == 0, shown.stderr
@@ -128,17 +131,20 @@ def test_best_export_and_generate_through_the_cli(asha_search: tuple[JobSpec, Ex
 
 
 def test_warm_start_takes_the_top_configs_of_a_previous_experiment(
-        asha_search: tuple[JobSpec, Experiment, ExperimentResults]) -> None:
+    asha_search: tuple[JobSpec, Experiment, ExperimentResults],
+) -> None:
     spec, experiment, results = asha_search
     top = top_configs(experiment.root, 2, list(spec.space))
     expected = results.trials.head(2)
-    assert top == [{"lr": row["config/lr"], "fault_at_tokens": row["config/fault_at_tokens"]}
-                   for _, row in expected.iterrows()]
+    assert top == [
+        {"lr": row["config/lr"], "fault_at_tokens": row["config/fault_at_tokens"]} for _, row in expected.iterrows()
+    ]
     assert top_configs(experiment.root, 2, ["lr", "not_searched_there"]) == []
 
 
-def test_rerunning_an_experiment_refuses_to_overwrite(asha_search: tuple[JobSpec, Experiment,
-                                                                          ExperimentResults]) -> None:
+def test_rerunning_an_experiment_refuses_to_overwrite(
+    asha_search: tuple[JobSpec, Experiment, ExperimentResults],
+) -> None:
     spec, experiment, _ = asha_search
     with pytest.raises(TextuneError) as info:
         run_job(spec)
@@ -146,22 +152,32 @@ def test_rerunning_an_experiment_refuses_to_overwrite(asha_search: tuple[JobSpec
     assert len(pd.read_parquet(Path(experiment.root) / RESULTS_FILE)) == spec.num_samples
 
 
-@pytest.mark.parametrize("algorithm, space, num_samples, expected", [
-    ("grid", {"lr": {"grid": [0.003, 0.01, 0.03]}, "dropout": {"grid": [0.0, 0.1]}}, 1, 6),
-    ("random", {"lr": {"loguniform": [0.003, 0.03]}, "dropout": {"grid": [0.0, 0.1]}}, 2, 4),
-])
-def test_grid_and_random_run_the_expected_trials(ray_session: None, tmp_path: Path, algorithm: str,
-                                                         space: dict[str, Any], num_samples: int,
-                                                         expected: int) -> None:
-    job = tiny_job(tmp_path, name=algorithm, space=space, num_samples=num_samples,
-                   search={"algorithm": algorithm}, budget={"max_tokens": 1024, "eval_every_tokens": 1024})
+@pytest.mark.parametrize(
+    "algorithm, space, num_samples, expected",
+    [
+        ("grid", {"lr": {"grid": [0.003, 0.01, 0.03]}, "dropout": {"grid": [0.0, 0.1]}}, 1, 6),
+        ("random", {"lr": {"loguniform": [0.003, 0.03]}, "dropout": {"grid": [0.0, 0.1]}}, 2, 4),
+    ],
+)
+def test_grid_and_random_run_the_expected_trials(
+    ray_session: None, tmp_path: Path, algorithm: str, space: dict[str, Any], num_samples: int, expected: int
+) -> None:
+    job = tiny_job(
+        tmp_path,
+        name=algorithm,
+        space=space,
+        num_samples=num_samples,
+        search={"algorithm": algorithm},
+        budget={"max_tokens": 1024, "eval_every_tokens": 1024},
+    )
     spec = JobSpec.model_validate(job)
     assert spec.expected_trials == expected
     _, results = run_and_finish(spec)
     assert len(results.trials) == expected
     assert (results.trials["status"] == "completed").all()
-    configs = {tuple(sorted((k, v) for k, v in row.items() if k.startswith("config/")))
-               for _, row in results.trials.iterrows()}
+    configs = {
+        tuple(sorted((k, v) for k, v in row.items() if k.startswith("config/"))) for _, row in results.trials.iterrows()
+    }
     assert len(configs) == expected, "every trial got its own configuration"
 
 
@@ -172,8 +188,9 @@ def _free_port() -> int:
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -181,9 +198,23 @@ def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture()
 def tensorboard_url(asha_search: tuple[JobSpec, Experiment, ExperimentResults]) -> Iterator[str]:
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", asha_search[1].root,
-                               "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "0"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            asha_search[1].root,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reload_interval",
+            "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -201,26 +232,34 @@ def tensorboard_url(asha_search: tuple[JobSpec, Experiment, ExperimentResults]) 
         server.wait(timeout=30)
 
 
-def test_hparams_dashboard_lists_every_trial_with_status(asha_search: tuple[JobSpec, Experiment,
-                                                                            ExperimentResults],
-                                                         tensorboard_url: str) -> None:
+def test_hparams_dashboard_lists_every_trial_with_status(
+    asha_search: tuple[JobSpec, Experiment, ExperimentResults], tensorboard_url: str
+) -> None:
     spec, _, results = asha_search
     plugin = f"{tensorboard_url}/data/plugin/hparams"
     deadline = time.monotonic() + 60
     while True:  # TensorBoard loads the event files in the background after it starts serving
         experiment = _post(f"{plugin}/experiment", {"experimentName": ""})
-        groups = _post(f"{plugin}/session_groups", {
-            "experimentName": "", "startIndex": 0, "sliceSize": 1000,
-            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-            "colParams": [{"hparam": name} for name in [*spec.space, "trial_status"]]
-                         + [{"metric": {"tag": tag}} for tag in ("val_bpc", "val_ppl", "best_val_bpc")]})
+        groups = _post(
+            f"{plugin}/session_groups",
+            {
+                "experimentName": "",
+                "startIndex": 0,
+                "sliceSize": 1000,
+                "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+                "colParams": [{"hparam": name} for name in [*spec.space, "trial_status"]]
+                + [{"metric": {"tag": tag}} for tag in ("val_bpc", "val_ppl", "best_val_bpc")],
+            },
+        )
         if len(groups.get("sessionGroups", [])) >= len(results.trials) or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert {info["name"] for info in experiment["hparamInfos"]} == {*spec.space, "trial_status", "trial_error"}
     assert {info["name"]["tag"] for info in experiment["metricInfos"]} == {"val_bpc", "val_ppl", "best_val_bpc"}
     sessions = {Path(group["name"]).name: group for group in groups["sessionGroups"]}
-    expected = {Path(d).name: status for d, status in zip(results.trials["trial_dir"], results.trials["status"])}
+    expected = {
+        Path(d).name: status for d, status in zip(results.trials["trial_dir"], results.trials["status"], strict=True)
+    }
     assert set(sessions) == set(expected)
     for name, group in sessions.items():
         assert group["hparams"]["trial_status"] == expected[name]
@@ -228,5 +267,4 @@ def test_hparams_dashboard_lists_every_trial_with_status(asha_search: tuple[JobS
         if expected[name] in ("completed", "early_stopped"):
             assert metrics["best_val_bpc"] <= metrics["val_bpc"] and metrics["val_ppl"] > 1
         session_status = group["sessions"][0]["status"]
-        assert session_status == ("STATUS_FAILURE" if expected[name] in ("diverged", "errored")
-                                  else "STATUS_SUCCESS")
+        assert session_status == ("STATUS_FAILURE" if expected[name] in ("diverged", "errored") else "STATUS_SUCCESS")

@@ -10,37 +10,11 @@ import pytest
 import yaml
 
 from conftest import assert_user_error, run_textune
+from support.jobs import CONFIGS, tiny_job, write_job
 from textune.errors import TextuneError
 from tune_jobs.search import build_search_alg, rung_milestones
 from tune_jobs.space import to_param_space
 from tune_jobs.spec import JobSpec, load_spec
-
-CONFIGS = Path(__file__).resolve().parents[1] / "tune_jobs" / "configs"
-
-
-def tiny_job(storage: Path, **changes: Any) -> dict[str, Any]:
-    """A job whose trials train for about a second: the shape every Ray test starts from."""
-    job: dict[str, Any] = {
-        "name": "tiny",
-        "data": {"source": "synthetic", "synthetic": {"characters": 60000}},
-        "model": {"n_layers": 1, "n_heads": 2, "head_dim": 8, "block_size": 32, "batch_size": 8,
-                  "eval_max_blocks": 4, "sample_tokens": 0},
-        "budget": {"max_tokens": 9216, "eval_every_tokens": 1024},
-        "space": {"lr": {"loguniform": [1.0e-3, 3.0e-2]}},
-        "search": {"algorithm": "random"},
-        "scheduler": {"kind": "fifo"},
-        "num_samples": 2,
-        "max_concurrent_trials": 2,
-        "storage": str(storage),
-    }
-    for key, value in changes.items():
-        job[key] = value
-    return job
-
-
-def write_job(path: Path, job: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(job), encoding="utf-8")
-    return path
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
@@ -50,31 +24,39 @@ def test_shipped_configs_validate(config: Path) -> None:
     assert to_param_space(spec.space).keys() == spec.space.keys()
 
 
-@pytest.mark.parametrize("change, fragments", [
-    ({"budgett": {}}, ['unknown key "budgett"', 'Did you mean "budget"?']),
-    ({"scheduler": {"kind": "asha", "grace_period": 10}}, ['"scheduler.grace_period"',
-                                                           'Did you mean "grace_period_tokens"?']),
-    ({"num_samples": "many"}, ['"num_samples"']),
-    ({"space": {"lr": {"uniform": [0.1, 0.01]}}}, ["space.lr", "empty or inverted"]),
-    ({"space": {"lr": {"uniform": [0.1, 0.1]}}}, ["space.lr", "empty or inverted"]),
-    ({"space": {"lr": {"loguniform": [0.0, 0.1]}}}, ["space.lr", "must lie above 0"]),
-    ({"space": {"lr": {"quniform": [0.0, 1.0]}}}, ["space.lr", "[low, high, q]"]),
-    ({"space": {"lr": {"choice": []}}}, ["space.lr", "at least one value"]),
-    ({"space": {"lr": {"uniform": [0.1, 0.2], "choice": [1]}}}, ["space.lr", "exactly one of"]),
-    ({"space": {"lr": {"normal": [0, 1]}}}, ['unknown key "space.lr.normal"']),
-    ({"space": {}}, ["search space is empty"]),
-    ({"name": "../escape"}, ['"name"', "no '/', '..'"]),
-    ({"name": "/abs/path"}, ['"name"', "no '/', '..'"]),
-    ({"budget": {"max_tokens": 100, "eval_every_tokens": 1000}}, ["budget.eval_every_tokens (1000) exceeds budget.max_tokens"]),
-    ({"resources": {"cpu": 1, "gpu": 1.5}}, ["resources.gpu", "whole number"]),
-    ({"search": {"algorithm": "hyperopt"}, "space": {"lr": {"grid": [0.1, 0.2]}}}, ["hyperopt cannot search grid"]),
-    ({"search": {"algorithm": "grid"}}, ["grid enumerates grid dimensions only", "lr"]),
-    ({"model": {"lr": 0.1, "n_layers": 1}}, ["lr: fixed under model: and searched under space:"]),
-    ({"model": {"max_tokens": 5}}, ["max_tokens cannot be set under model:"]),
-    ({"model": {"n_layer": 2}}, ['unknown key "n_layer"', 'Did you mean "n_layers"?']),
-    ({"space": {"grad_accum": {"randint": [0, 2]}}}, ['"grad_accum" = 0', "greater than or equal to 1"]),
-    ({"space": {"family": {"choice": ["transformer", "rnn"]}}}, ['"family"', "rnn"]),
-])
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        ({"budgett": {}}, ['unknown key "budgett"', 'Did you mean "budget"?']),
+        (
+            {"scheduler": {"kind": "asha", "grace_period": 10}},
+            ['"scheduler.grace_period"', 'Did you mean "grace_period_tokens"?'],
+        ),
+        ({"num_samples": "many"}, ['"num_samples"']),
+        ({"space": {"lr": {"uniform": [0.1, 0.01]}}}, ["space.lr", "empty or inverted"]),
+        ({"space": {"lr": {"uniform": [0.1, 0.1]}}}, ["space.lr", "empty or inverted"]),
+        ({"space": {"lr": {"loguniform": [0.0, 0.1]}}}, ["space.lr", "must lie above 0"]),
+        ({"space": {"lr": {"quniform": [0.0, 1.0]}}}, ["space.lr", "[low, high, q]"]),
+        ({"space": {"lr": {"choice": []}}}, ["space.lr", "at least one value"]),
+        ({"space": {"lr": {"uniform": [0.1, 0.2], "choice": [1]}}}, ["space.lr", "exactly one of"]),
+        ({"space": {"lr": {"normal": [0, 1]}}}, ['unknown key "space.lr.normal"']),
+        ({"space": {}}, ["search space is empty"]),
+        ({"name": "../escape"}, ['"name"', "no '/', '..'"]),
+        ({"name": "/abs/path"}, ['"name"', "no '/', '..'"]),
+        (
+            {"budget": {"max_tokens": 100, "eval_every_tokens": 1000}},
+            ["budget.eval_every_tokens (1000) exceeds budget.max_tokens"],
+        ),
+        ({"resources": {"cpu": 1, "gpu": 1.5}}, ["resources.gpu", "whole number"]),
+        ({"search": {"algorithm": "hyperopt"}, "space": {"lr": {"grid": [0.1, 0.2]}}}, ["hyperopt cannot search grid"]),
+        ({"search": {"algorithm": "grid"}}, ["grid enumerates grid dimensions only", "lr"]),
+        ({"model": {"lr": 0.1, "n_layers": 1}}, ["lr: fixed under model: and searched under space:"]),
+        ({"model": {"max_tokens": 5}}, ["max_tokens cannot be set under model:"]),
+        ({"model": {"n_layer": 2}}, ['unknown key "n_layer"', 'Did you mean "n_layers"?']),
+        ({"space": {"grad_accum": {"randint": [0, 2]}}}, ['"grad_accum" = 0', "greater than or equal to 1"]),
+        ({"space": {"family": {"choice": ["transformer", "rnn"]}}}, ['"family"', "rnn"]),
+    ],
+)
 def test_bad_specs_fail_naming_the_field(tmp_path: Path, change: dict[str, Any], fragments: list[str]) -> None:
     path = write_job(tmp_path / "job.yaml", tiny_job(tmp_path, **change))
     with pytest.raises(TextuneError) as info:
@@ -87,28 +69,36 @@ def test_bad_specs_fail_naming_the_field(tmp_path: Path, change: dict[str, Any],
 
 def test_set_overrides_any_key_and_is_validated(tmp_path: Path) -> None:
     path = write_job(tmp_path / "job.yaml", tiny_job(tmp_path))
-    spec = load_spec(path, ["budget.max_tokens=4096", "scheduler.kind=asha", "space.lr.loguniform=[0.01, 0.1]"],
-                     name="renamed")
+    spec = load_spec(
+        path, ["budget.max_tokens=4096", "scheduler.kind=asha", "space.lr.loguniform=[0.01, 0.1]"], name="renamed"
+    )
     assert (spec.budget.max_tokens, spec.scheduler.kind, spec.name) == (4096, "asha", "renamed")
     assert spec.space["lr"].values == [0.01, 0.1]
     with pytest.raises(TextuneError, match="num_sample"):
         load_spec(path, ["num_sample=3"])
 
 
-@pytest.mark.parametrize("space, samples, expected", [
-    ({"lr": {"grid": [0.1, 0.2, 0.3]}, "dropout": {"grid": [0.0, 0.1]}, "seed": {"grid": [0, 1]}}, 1, 12),
-    ({"lr": {"loguniform": [0.001, 0.1]}}, 5, 5),
-    ({"lr": {"loguniform": [0.001, 0.1]}, "dropout": {"grid": [0.0, 0.1]}}, 3, 6),
-])
+@pytest.mark.parametrize(
+    "space, samples, expected",
+    [
+        ({"lr": {"grid": [0.1, 0.2, 0.3]}, "dropout": {"grid": [0.0, 0.1]}, "seed": {"grid": [0, 1]}}, 1, 12),
+        ({"lr": {"loguniform": [0.001, 0.1]}}, 5, 5),
+        ({"lr": {"loguniform": [0.001, 0.1]}, "dropout": {"grid": [0.0, 0.1]}}, 3, 6),
+    ],
+)
 def test_expected_trial_counts(tmp_path: Path, space: dict[str, Any], samples: int, expected: int) -> None:
     job = tiny_job(tmp_path, space=space, num_samples=samples)
     assert JobSpec.model_validate({**job, "search": {"algorithm": "random"}}).expected_trials == expected
 
 
 def test_every_kind_compiles_to_a_space_hyperopt_accepts(tmp_path: Path) -> None:
-    space = {"lr": {"loguniform": [1e-3, 1e-1]}, "dropout": {"uniform": [0.0, 0.2]},
-             "weight_decay": {"quniform": [0.0, 0.1, 0.01]}, "grad_accum": {"randint": [1, 3]},
-             "mlp_ratio": {"choice": [2, 4]}}
+    space = {
+        "lr": {"loguniform": [1e-3, 1e-1]},
+        "dropout": {"uniform": [0.0, 0.2]},
+        "weight_decay": {"quniform": [0.0, 0.1, 0.01]},
+        "grad_accum": {"randint": [1, 3]},
+        "mlp_ratio": {"choice": [2, 4]},
+    }
     spec = JobSpec.model_validate(tiny_job(tmp_path, space=space, search={"algorithm": "hyperopt"}))
     searcher = build_search_alg(spec, points_to_evaluate=[], max_concurrent=2).searcher
     assert searcher.set_search_properties(spec.metric, spec.mode, to_param_space(spec.space))
@@ -119,11 +109,25 @@ def test_every_kind_compiles_to_a_space_hyperopt_accepts(tmp_path: Path) -> None
     assert all(abs(s["weight_decay"] / 0.01 - round(s["weight_decay"] / 0.01)) < 1e-9 for s in suggested)
 
 
+def test_the_space_grammar_example_is_a_space_a_job_accepts(tmp_path: Path) -> None:
+    """tune_jobs/space.py's docstring example (issue 16: it once used keys the trial config refuses)."""
+    import tune_jobs.space
+
+    example = tune_jobs.space.__doc__.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    space = yaml.safe_load(example)
+    assert list(space) == ["lr", "dropout", "weight_decay", "n_layers", "head_dim", "batch_size"]
+    model = {key: value for key, value in tiny_job(tmp_path)["model"].items() if key not in space}
+    job = tiny_job(tmp_path, model=model, space=space, search={"algorithm": "random"})
+    spec = load_spec(write_job(tmp_path / "job.yaml", job))  # every value checked against the trial config
+    assert set(to_param_space(spec.space)) == set(space)
+
+
 def test_asha_rungs_are_token_counts(tmp_path: Path) -> None:
     spec = JobSpec.model_validate(tiny_job(tmp_path, scheduler={"kind": "asha", "reduction_factor": 3}))
     assert rung_milestones(spec) == [1024, 3072, 9216]
 
 
+@pytest.mark.slow
 def test_cli_rejects_a_bad_spec_before_starting_anything(tmp_path: Path) -> None:
     path = write_job(tmp_path / "job.yaml", tiny_job(tmp_path, num_samples=0))
     result = run_textune("run", str(path))
@@ -135,9 +139,11 @@ def test_cli_rejects_a_bad_spec_before_starting_anything(tmp_path: Path) -> None
     assert_user_error(run_textune("best", str(tmp_path)), "not a textune experiment")
 
 
+@pytest.mark.slow
 def test_gpu_job_on_a_machine_without_gpus_fails_fast(tmp_path: Path) -> None:
-    spec_file = write_job(tmp_path / "gpu-job.yaml", tiny_job(tmp_path / "results", name="needs-gpu",
-                                                                resources={"cpu": 1, "gpu": 1}))
+    spec_file = write_job(
+        tmp_path / "gpu-job.yaml", tiny_job(tmp_path / "results", name="needs-gpu", resources={"cpu": 1, "gpu": 1})
+    )
     started = time.monotonic()
     result = run_textune("run", str(spec_file), timeout=120)
     # Found before an embedded Ray starts: the error is the only output.

@@ -47,9 +47,13 @@ def port_open(host: str, port: int) -> bool:
 
 def test_tensorboard_command_serves_every_trial_run_on_loopback(finished_experiment: Path) -> None:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tune_jobs.cli.main", "tensorboard", str(finished_experiment),
-                               "--port", str(port)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tune_jobs.cli.main", "tensorboard", str(finished_experiment), "--port", str(port)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     trial_dirs = {Path(d).name for d in pd.read_parquet(finished_experiment / RESULTS_FILE)["trial_dir"]}
     try:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import pytest
 
-from test_tune_spec import tiny_job, write_job
+from support.jobs import tiny_job, write_job
 from tune_jobs.cli.main import main
 from tune_jobs.experiment import RESULTS_FILE
 
@@ -22,23 +21,17 @@ pytestmark = pytest.mark.timeout(180)
 BUDGET_S = 8.0
 
 
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    import ray
-
-    # "local": a new Ray for this module, never another Ray running on the machine.
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 def test_time_budget_stops_the_search_and_leaves_its_trials_resumable(
-        ray_session: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ray_session: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Trials of 10^8 tokens would train for hours: only the budget can end this search.
-    job = tiny_job(tmp_path, name="budgeted", num_samples=3, max_concurrent_trials=1,
-                   budget={"max_tokens": 10**8, "eval_every_tokens": 1024, "time_budget_s": BUDGET_S})
+    job = tiny_job(
+        tmp_path,
+        name="budgeted",
+        num_samples=3,
+        max_concurrent_trials=1,
+        budget={"max_tokens": 10**8, "eval_every_tokens": 1024, "time_budget_s": BUDGET_S},
+    )
     started = time.monotonic()
     exit_code = main(["run", str(write_job(tmp_path / "job.yaml", job))])
     elapsed = time.monotonic() - started

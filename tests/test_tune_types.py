@@ -24,7 +24,8 @@ from conftest import run_textune
 from textune import strict_json
 from tune_jobs.experiment import EVALUATIONS_FILE, RESULTS_FILE, experiment_at
 from tune_jobs.hparams import EVENTS_FILE, write_hparams
-from tune_jobs.results import ExperimentResults, config_column, read_trials, searched_config, write_tables
+from tune_jobs.results.parquet import read_trials, write_tables
+from tune_jobs.results.table import ExperimentResults, config_column, searched_config
 from tune_jobs.space import Dimension
 
 # One choice per kind of value: its values, and the Arrow type of its column in results.parquet.
@@ -40,31 +41,53 @@ KINDS: dict[str, tuple[list[Any], pa.DataType]] = {
     "null-str": (["rotary", None], pa.string()),
 }
 # The HParams type a domain (and so every session value) must have, per kind.
-HPARAM_TYPES = {"bool": api_pb2.DATA_TYPE_BOOL, "int": api_pb2.DATA_TYPE_FLOAT64, "float": api_pb2.DATA_TYPE_FLOAT64,
-                "int-and-float": api_pb2.DATA_TYPE_FLOAT64, "str": api_pb2.DATA_TYPE_STRING}
-VALUE_KINDS = {api_pb2.DATA_TYPE_BOOL: "bool_value", api_pb2.DATA_TYPE_FLOAT64: "number_value",
-               api_pb2.DATA_TYPE_STRING: "string_value"}
+HPARAM_TYPES = {
+    "bool": api_pb2.DATA_TYPE_BOOL,
+    "int": api_pb2.DATA_TYPE_FLOAT64,
+    "float": api_pb2.DATA_TYPE_FLOAT64,
+    "int-and-float": api_pb2.DATA_TYPE_FLOAT64,
+    "str": api_pb2.DATA_TYPE_STRING,
+}
+VALUE_KINDS = {
+    api_pb2.DATA_TYPE_BOOL: "bool_value",
+    api_pb2.DATA_TYPE_FLOAT64: "number_value",
+    api_pb2.DATA_TYPE_STRING: "string_value",
+}
 
 
 def strict_loads(text: str) -> Any:
     """JSON as a strict parser reads it: NaN, Infinity and -Infinity are errors."""
+
     def refuse(constant: str) -> None:
         raise ValueError(f"not JSON: {constant}")
+
     return json.loads(text, parse_constant=refuse)
 
 
 def trials_table(columns: dict[str, list[Any]], tmp_path: Path) -> pd.DataFrame:
     """A results table of two trials with the given searched columns, as collect() builds it."""
     rows = len(next(iter(columns.values())))
-    trials = pd.DataFrame({
-        "trial_id": [f"t{i}" for i in range(rows)], "status": ["completed"] * rows,
-        **{f"config/{name}": config_column(values) for name, values in columns.items()},
-        "tokens": [1024] * rows, "flops": [1e9] * rows, "wall_time_s": [1.0] * rows, "device_kind": ["cpu_core"] * rows,
-        "device_hours": [1 / 3600] * rows, "best_metric": [2.0 + i for i in range(rows)],
-        "best_val_bpc": [2.0 + i for i in range(rows)], "best_val_ppl": [4.0] * rows, "floor_bpc": [1.0] * rows,
-        "last_val_bpc": [2.0 + i for i in range(rows)], "last_val_ppl": [4.0] * rows,
-        "checkpoint": [None] * rows, "trial_dir": [str(tmp_path / f"trial_{i}") for i in range(rows)],
-        "error": [None] * rows})
+    trials = pd.DataFrame(
+        {
+            "trial_id": [f"t{i}" for i in range(rows)],
+            "status": ["completed"] * rows,
+            **{f"config/{name}": config_column(values) for name, values in columns.items()},
+            "tokens": [1024] * rows,
+            "flops": [1e9] * rows,
+            "wall_time_s": [1.0] * rows,
+            "device_kind": ["cpu_core"] * rows,
+            "device_hours": [1 / 3600] * rows,
+            "best_metric": [2.0 + i for i in range(rows)],
+            "best_val_bpc": [2.0 + i for i in range(rows)],
+            "best_val_ppl": [4.0] * rows,
+            "floor_bpc": [1.0] * rows,
+            "last_val_bpc": [2.0 + i for i in range(rows)],
+            "last_val_ppl": [4.0] * rows,
+            "checkpoint": [None] * rows,
+            "trial_dir": [str(tmp_path / f"trial_{i}") for i in range(rows)],
+            "error": [None] * rows,
+        }
+    )
     return trials
 
 
@@ -124,8 +147,12 @@ def test_hparams_domains_have_the_type_of_their_session_values(tmp_path: Path) -
     experiment = experiment_at(str(tmp_path), "typed")
     filesystem, root = experiment.filesystem()
     filesystem.create_dir(root)
-    write_tables(ExperimentResults(trials_table(columns, Path(root)), EVALUATIONS),
-                 f"{root}/{RESULTS_FILE}", f"{root}/{EVALUATIONS_FILE}", filesystem)
+    write_tables(
+        ExperimentResults(trials_table(columns, Path(root)), EVALUATIONS),
+        f"{root}/{RESULTS_FILE}",
+        f"{root}/{EVALUATIONS_FILE}",
+        filesystem,
+    )
     trials = read_trials(experiment)
 
     write_hparams(Path(root), space, trials)
@@ -138,12 +165,15 @@ def test_hparams_domains_have_the_type_of_their_session_values(tmp_path: Path) -
     assert types["lr"] == types["n_layers"] == api_pb2.DATA_TYPE_FLOAT64
 
 
-@pytest.mark.parametrize("document, text", [
-    ({"metric": math.nan}, '{"metric": null}'),
-    ({"metric": math.inf, "low": -math.inf}, '{"metric": "inf", "low": "-inf"}'),
-    ({"nested": [1.5, (math.nan, {"x": math.inf})]}, '{"nested": [1.5, [null, {"x": "inf"}]]}'),
-    ({"ok": [0.001, None, True, "NaN"]}, '{"ok": [0.001, null, true, "NaN"]}'),
-])
+@pytest.mark.parametrize(
+    "document, text",
+    [
+        ({"metric": math.nan}, '{"metric": null}'),
+        ({"metric": math.inf, "low": -math.inf}, '{"metric": "inf", "low": "-inf"}'),
+        ({"nested": [1.5, (math.nan, {"x": math.inf})]}, '{"nested": [1.5, [null, {"x": "inf"}]]}'),
+        ({"ok": [0.001, None, True, "NaN"]}, '{"ok": [0.001, null, true, "NaN"]}'),
+    ],
+)
 def test_strict_json_writes_no_nan_or_infinity(document: dict[str, Any], text: str) -> None:
     assert strict_json.dumps(document) == text
     strict_loads(text)
@@ -177,13 +207,19 @@ def typed_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("typed")
     job = root / "job.yaml"
     job.write_text(TYPED_JOB, encoding="utf-8")
-    result = run_textune("run", str(job), f"--set=storage={root / 'storage'}",
-                         env={"TEXTUNE_CACHE_DIR": str(root / "cache")}, timeout=480)
+    result = run_textune(
+        "run",
+        str(job),
+        f"--set=storage={root / 'storage'}",
+        env={"TEXTUNE_CACHE_DIR": str(root / "cache")},
+        timeout=480,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return root / "storage" / "typed"
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_results_parquet_keeps_floats_nulls_and_booleans(typed_experiment: Path) -> None:
     table = pq.read_table(typed_experiment / RESULTS_FILE)
     lr, blocks, flag = (table.column(f"config/{n}") for n in ("lr", "eval_max_blocks", "ignored_flag"))
@@ -193,6 +229,7 @@ def test_results_parquet_keeps_floats_nulls_and_booleans(typed_experiment: Path)
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_best_prints_numbers_and_strict_json(typed_experiment: Path) -> None:
     as_json = run_textune("best", str(typed_experiment), "--json")
     assert as_json.returncode == 0, as_json.stderr
@@ -201,19 +238,24 @@ def test_best_prints_numbers_and_strict_json(typed_experiment: Path) -> None:
     configs = {row["trial_id"]: searched_config(row) for _, row in trials.iterrows()}
     config = summary["config"]
     assert config == configs[summary["trial_id"]]
-    assert (config["lr"], config["eval_max_blocks"], config["ignored_flag"]) in [(0.001, None, True),
-                                                                                 (0.003, 8, False)]
+    assert (config["lr"], config["eval_max_blocks"], config["ignored_flag"]) in [(0.001, None, True), (0.003, 8, False)]
     assert type(config["lr"]) is float
 
     text = run_textune("best", str(typed_experiment))
     assert text.returncode == 0, text.stderr
-    shown = {"lr": f"{config['lr']:g}", "eval_max_blocks": "null" if config["eval_max_blocks"] is None else "8",
-             "ignored_flag": str(config["ignored_flag"])}
-    assert f"config: lr={shown['lr']}, eval_max_blocks={shown['eval_max_blocks']}, " \
-           f"ignored_flag={shown['ignored_flag']}" in text.stdout, text.stdout
+    shown = {
+        "lr": f"{config['lr']:g}",
+        "eval_max_blocks": "null" if config["eval_max_blocks"] is None else "8",
+        "ignored_flag": str(config["ignored_flag"]),
+    }
+    assert (
+        f"config: lr={shown['lr']}, eval_max_blocks={shown['eval_max_blocks']}, "
+        f"ignored_flag={shown['ignored_flag']}" in text.stdout
+    ), text.stdout
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_hparams_of_the_run_declare_the_types_of_their_values(typed_experiment: Path) -> None:
     trial_dirs = sorted(path for path in typed_experiment.iterdir() if (path / EVENTS_FILE).is_file())
     assert len(trial_dirs) == 2
@@ -224,6 +266,7 @@ def test_hparams_of_the_run_declare_the_types_of_their_values(typed_experiment: 
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_json_files_textune_wrote_are_strict(typed_experiment: Path) -> None:
     written = sorted((typed_experiment / "best").glob("*.json"))
     assert written

@@ -12,31 +12,47 @@ from typing import Any
 
 import pytest
 
+from support.jobs import ALIAS_BOMB, QUICKSTART
 from textune.config import MAX_YAML_DEPTH, apply_overrides, dump_yaml, parse_yaml, parse_yaml_value
 from textune.errors import TextuneError
 from tune_jobs.spec import load_spec
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "tune_jobs" / "configs" / "quickstart.yaml"
-# Nine levels of nine aliases each: 9**9 (387 million) leaves once expanded (issue 14, B.5).
-ALIAS_BOMB = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
-    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi"))
 
-
-@pytest.mark.parametrize("text, value", [
-    ("1e-3", 0.001), ("3e-3", 0.003), ("3E5", 300000.0), ("+1e3", 1000.0), ("-2.5e-1", -0.25), ("1.0e-4", 0.0001),
-    (".5", 0.5), ("1.", 1.0), ("1_000.5", 1000.5), (".inf", float("inf")),
-    # Integers stay integers, text stays text.
-    ("1000", 1000), ("1_000_000", 1000000), ("-3", -3), ("'1e-3'", "1e-3"), ("e3", "e3"), ("1e", "1e"),
-    ("1e-3x", "1e-3x"), ("rotary", "rotary"), ("null", None), ("true", True),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("1e-3", 0.001),
+        ("3e-3", 0.003),
+        ("3E5", 300000.0),
+        ("+1e3", 1000.0),
+        ("-2.5e-1", -0.25),
+        ("1.0e-4", 0.0001),
+        (".5", 0.5),
+        ("1.", 1.0),
+        ("1_000.5", 1000.5),
+        (".inf", float("inf")),
+        # Integers stay integers, text stays text.
+        ("1000", 1000),
+        ("1_000_000", 1000000),
+        ("-3", -3),
+        ("'1e-3'", "1e-3"),
+        ("e3", "e3"),
+        ("1e", "1e"),
+        ("1e-3x", "1e-3x"),
+        ("rotary", "rotary"),
+        ("null", None),
+        ("true", True),
+    ],
+)
 def test_scalars_read_as_yaml_1_2(text: str, value: Any) -> None:
     parsed = parse_yaml_value(text, "test")
     assert parsed == value and type(parsed) is type(value)
 
 
 def test_floats_are_numbers_in_every_section_and_in_set_values(tmp_path: Path) -> None:
-    job = QUICKSTART.read_text(encoding="utf-8").replace("lr: {loguniform: [4.0e-3, 4.0e-2]}",
-                                                         "lr: {choice: [1e-3, 3e-3]}")
+    job = QUICKSTART.read_text(encoding="utf-8").replace(
+        "lr: {loguniform: [4.0e-3, 4.0e-2]}", "lr: {choice: [1e-3, 3e-3]}"
+    )
     path = tmp_path / "job.yaml"
     path.write_text(job.replace("dropout: 0.0", "dropout: 1e-1"), encoding="utf-8")
     spec = load_spec(path, ["space.head_dim.choice=[16, 32]", "model.weight_decay=1e-2"])
@@ -53,11 +69,14 @@ def refused(text: str, where: str = "job spec j.yaml") -> tuple[str, float]:
     return info.value.paragraph(), time.perf_counter() - start
 
 
-@pytest.mark.parametrize("text, line, key", [
-    ("num_samples: 4\nname: a\nnum_samples: 400\n", 3, "num_samples"),
-    ("budget:\n  max_tokens: 10\n  eval_every_tokens: 5\n  max_tokens: 20\n", 4, "max_tokens"),
-    ("space: {lr: {uniform: [0, 1]}, lr: {choice: [1]}}\n", 1, "lr"),
-])
+@pytest.mark.parametrize(
+    "text, line, key",
+    [
+        ("num_samples: 4\nname: a\nnum_samples: 400\n", 3, "num_samples"),
+        ("budget:\n  max_tokens: 10\n  eval_every_tokens: 5\n  max_tokens: 20\n", 4, "max_tokens"),
+        ("space: {lr: {uniform: [0, 1]}, lr: {choice: [1]}}\n", 1, "lr"),
+    ],
+)
 def test_duplicate_keys_are_refused_naming_the_key_and_line(text: str, line: int, key: str) -> None:
     message, _ = refused(text)
     assert message.startswith(f"job spec j.yaml at line {line}") and f'repeats the key "{key}"' in message
@@ -75,11 +94,15 @@ def test_a_single_alias_is_refused_too() -> None:
     assert "line 2" in message and "alias *m" in message
 
 
-@pytest.mark.parametrize("text", [
-    "[" * 20000 + "]" * 20000,  # flow style
-    "a:\n" + "".join(" " * level + "- \n" for level in range(1, 20001)),  # block style
-    "x: " + "{a: " * 20000 + "1" + "}" * 20000,
-], ids=["flow-lists", "block-lists", "flow-mappings"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 20000 + "]" * 20000,  # flow style
+        "a:\n" + "".join(" " * level + "- \n" for level in range(1, 20001)),  # block style
+        "x: " + "{a: " * 20000 + "1" + "}" * 20000,
+    ],
+    ids=["flow-lists", "block-lists", "flow-mappings"],
+)
 def test_deep_nesting_is_refused_without_recursion_error(text: str) -> None:
     message, seconds = refused(text)
     assert f"more than {MAX_YAML_DEPTH} levels deep" in message
@@ -91,22 +114,27 @@ def test_nesting_up_to_the_limit_is_read() -> None:
     assert parse_yaml("x: " + "[" * depth + "1" + "]" * depth, "test")["x"] is not None
 
 
-@pytest.mark.parametrize("value", ["!!python/name:os.system", "!!python/object/apply:os.system ['true']",
-                                   "!custom value"])
+@pytest.mark.parametrize(
+    "value", ["!!python/name:os.system", "!!python/object/apply:os.system ['true']", "!custom value"]
+)
 def test_tags_in_set_values_are_refused_as_in_spec_files(value: str) -> None:
     with pytest.raises(TextuneError) as from_set:
         apply_overrides({}, [f"storage={value}"])
-    assert from_set.value.paragraph().startswith(f'--set "storage={value}": the value at line 1, column 1 holds '
-                                                 "a YAML tag that is not plain data")
+    assert from_set.value.paragraph().startswith(
+        f'--set "storage={value}": the value at line 1, column 1 holds a YAML tag that is not plain data'
+    )
     message, _ = refused(f"storage: {value}\n")
     assert "holds a YAML tag that is not plain data" in message
 
 
-@pytest.mark.parametrize("item, fragment", [
-    ("x=*a", "uses the YAML alias *a"),
-    ("x={a: 1, a: 2}", 'repeats the key "a"'),
-    ("x=[1, 2", "is not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "item, fragment",
+    [
+        ("x=*a", "uses the YAML alias *a"),
+        ("x={a: 1, a: 2}", 'repeats the key "a"'),
+        ("x=[1, 2", "is not valid YAML"),
+    ],
+)
 def test_set_values_go_through_the_same_loader(item: str, fragment: str) -> None:
     with pytest.raises(TextuneError) as info:
         apply_overrides({}, [item])

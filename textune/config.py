@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import pydantic
 import yaml
@@ -61,7 +62,7 @@ def _describe(error: Mapping[str, Any], model_cls: type[pydantic.BaseModel], whe
         return f'{where}: required key "{dotted}" is missing. Add it.'
     message = error["msg"]
     if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     if not loc:
         # A check across several keys (a model validator) belongs to no single field: its message names them.
         return f"{where}: {message}."
@@ -96,19 +97,22 @@ MAX_YAML_DEPTH = 64  # nested mappings and lists (a job spec uses about five lev
 
 # YAML 1.2's floats: 1e-3 and 3E5 are numbers (YAML 1.1, PyYAML's default, wants a dot and an exponent sign,
 # so it reads them as text). Values that resolve to a number need no dot or sign anywhere a config is read.
-_FLOAT_1_2 = re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+_FLOAT_1_2 = re.compile(
+    r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                     |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
                     |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
                     |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
                     |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.VERBOSE)
+                    |\.(?:nan|NaN|NAN))$""",
+    re.VERBOSE,
+)
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 
 
 class _Refused(yaml.MarkedYAMLError):
     """A well-formed document textune will not read; ``problem`` says why and ``hint`` what to write instead."""
 
-    def __init__(self, mark: yaml.Mark, problem: str, hint: str) -> None:
+    def __init__(self, mark: yaml.Mark | None, problem: str, hint: str) -> None:
         super().__init__(problem=problem, problem_mark=mark)
         self.hint = hint
 
@@ -127,15 +131,21 @@ class _Loader(yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent):
             # An alias repeats a whole subtree by reference, so a few lines can expand to billions of values
             # (an "alias bomb"); every later step (checks, messages, the saved spec) would walk the expansion.
-            raise _Refused(event.start_mark, f"uses the YAML alias *{event.anchor}; textune reads configs "
-                           "without anchors and aliases",
-                           "Write the value out in full where the alias stands.")
+            # The stubs type an event's mark as the C or the Python Mark; SafeLoader, pure Python, makes the latter.
+            raise _Refused(
+                event.start_mark,  # type: ignore[arg-type]
+                f"uses the YAML alias *{event.anchor}; textune reads configs without anchors and aliases",
+                "Write the value out in full where the alias stands.",
+            )
         if isinstance(event, yaml.ScalarEvent):
             return super().compose_node(parent, index)
         if self._depth >= MAX_YAML_DEPTH:
             # PyYAML composes recursively: a document nested thousands deep would end in a RecursionError.
-            raise _Refused(event.start_mark, f"nests mappings or lists more than {MAX_YAML_DEPTH} levels deep",
-                           "Flatten the document; a job spec needs a few levels only.")
+            raise _Refused(
+                event.start_mark,
+                f"nests mappings or lists more than {MAX_YAML_DEPTH} levels deep",
+                "Flatten the document; a job spec needs a few levels only.",
+            )
         self._depth += 1
         try:
             return super().compose_node(parent, index)
@@ -150,12 +160,16 @@ class _Loader(yaml.SafeLoader):
             try:
                 first = seen.setdefault(key, key_node)
             except TypeError:
-                raise _Refused(key_node.start_mark, "uses a list or mapping as a key",
-                               "Write keys as plain names.") from None
+                raise _Refused(
+                    key_node.start_mark, "uses a list or mapping as a key", "Write keys as plain names."
+                ) from None
             if first is not key_node:
                 # YAML keeps the last of two equal keys without a word; one of them is always a mistake.
-                raise _Refused(key_node.start_mark, f'repeats the key "{key}" (first given at line '
-                               f"{first.start_mark.line + 1})", "Keep one of the two.")
+                raise _Refused(
+                    key_node.start_mark,
+                    f'repeats the key "{key}" (first given at line {first.start_mark.line + 1})',
+                    "Keep one of the two.",
+                )
         return super().construct_mapping(node, deep=deep)
 
 
@@ -179,8 +193,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise TextuneError(f"config file {path} is not UTF-8 text (byte offset {exc.start}).",
-                           "Save it as UTF-8.") from exc
+        raise TextuneError(
+            f"config file {path} is not UTF-8 text (byte offset {exc.start}).", "Save it as UTF-8."
+        ) from exc
     return parse_yaml(text, f"config file {path}")
 
 
@@ -195,8 +210,9 @@ def parse_yaml(text: str, where: str) -> dict[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise TextuneError(f"{where} must hold a mapping at the top level, not {type(data).__name__}.",
-                           "Write it as key: value pairs.")
+        raise TextuneError(
+            f"{where} must hold a mapping at the top level, not {type(data).__name__}.", "Write it as key: value pairs."
+        )
     return data
 
 
@@ -211,10 +227,13 @@ def parse_yaml_value(text: str, where: str) -> Any:
             raise TextuneError(f"{where}{at} {exc.problem}.", exc.hint) from exc
         if isinstance(exc, yaml.constructor.ConstructorError):
             # A tag such as !!python/object/apply would build (or run) Python objects; the safe loader refuses it.
-            raise TextuneError(f"{where}{at} holds a YAML tag that is not plain data: {exc.problem}.",
-                               "Remove the tag; textune reads plain YAML values only.") from exc
-        raise TextuneError(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', exc)}.",
-                           "Fix the YAML syntax.") from exc
+            raise TextuneError(
+                f"{where}{at} holds a YAML tag that is not plain data: {exc.problem}.",
+                "Remove the tag; textune reads plain YAML values only.",
+            ) from exc
+        raise TextuneError(
+            f"{where} is not valid YAML{at}: {getattr(exc, 'problem', exc)}.", "Fix the YAML syntax."
+        ) from exc
 
 
 def dump_yaml(data: Any, sort_keys: bool = False) -> str:
@@ -230,8 +249,10 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise TextuneError(f'--set "{item}" is not of the form key=value.',
-                               "Write it as --set section.key=value, e.g. --set budget.max_tokens=200000.")
+            raise TextuneError(
+                f'--set "{item}" is not of the form key=value.',
+                "Write it as --set section.key=value, e.g. --set budget.max_tokens=200000.",
+            )
         # The same loader as a spec file: a tag, an alias or broken syntax is refused, never kept as text.
         value = parse_yaml_value(raw, f'--set "{item}": the value') if raw.strip() else ""
         parts = key.strip().split(".")
@@ -241,8 +262,10 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise TextuneError(f'--set "{item}": "{part}" holds a value, not a section, so "{key}" cannot be set.',
-                                   "Set the parent key itself instead.")
+                raise TextuneError(
+                    f'--set "{item}": "{part}" holds a value, not a section, so "{key}" cannot be set.',
+                    "Set the parent key itself instead.",
+                )
             node = child
         node[parts[-1]] = value
     return result

@@ -63,16 +63,24 @@ class RungTPESearch(Searcher):
     a random proposal or a point to evaluate.
     """
 
-    def __init__(self, levels: list[float], metric: str, mode: str, time_attr: str,
-                 points_to_evaluate: list[dict[str, Any]] | None = None, random_fraction: float = RANDOM_FRACTION,
-                 random_state_seed: int | None = None) -> None:
+    def __init__(
+        self,
+        levels: list[float],
+        metric: str,
+        mode: str,
+        time_attr: str,
+        points_to_evaluate: list[dict[str, Any]] | None = None,
+        random_fraction: float = RANDOM_FRACTION,
+        random_state_seed: int | None = None,
+    ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.levels = list(levels)
         self.time_attr = time_attr
         self.points_to_evaluate = copy.deepcopy(points_to_evaluate or [])
         self.random_fraction = random_fraction
         self.random_state_seed = random_state_seed
-        # Set by set_search_properties (the space) and changed by every proposal and result (the rest).
+        # Set by set_search_properties (the space; set_state on a resume) and changed by every proposal and result.
+        self._param_space: dict[str, Any] = {}
         self._space: dict[str, Any] = {}
         self._domain: hpo.Domain | None = None
         self._observations: list[list[tuple[int, dict[str, Any], float]]] = [[] for _ in self.levels]
@@ -87,15 +95,18 @@ class RungTPESearch(Searcher):
         """BOHB's rule: a level's model needs d + 1 observations for d searched dimensions."""
         return len(self._domain.params) + 1 if self._domain is not None else 1
 
-    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any],
-                              **spec: Any) -> bool:
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any) -> bool:
         """Take Ray Tune's ``param_space`` (``tune_jobs.space.to_param_space``) and the search's metric and mode."""
         self._metric = metric or self._metric
         self._mode = mode or self._mode
-        self._space = HyperOptSearch.convert_search_space(config)
-        self._domain = hpo.Domain(_identity, self._space)
+        self._use_space(config)
         self._points = [self._hyperopt_values(point) for point in self.points_to_evaluate]
         return True
+
+    def _use_space(self, config: dict[str, Any]) -> None:
+        self._param_space = config
+        self._space = HyperOptSearch.convert_search_space(config)
+        self._domain = hpo.Domain(_identity, self._space)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self._domain is None:
@@ -111,8 +122,9 @@ class RungTPESearch(Searcher):
             if level is None:
                 docs = hpo.rand.suggest([tid], self._domain, hpo.Trials(), seed)
             else:
-                docs = hpo.tpe.suggest([tid], self._domain, self._trials(level), seed,
-                                       n_startup_jobs=self.min_points, gamma=GAMMA)
+                docs = hpo.tpe.suggest(
+                    [tid], self._domain, self._trials(level), seed, n_startup_jobs=self.min_points, gamma=GAMMA
+                )
             values = {label: _plain(found[0]) for label, found in docs[0]["misc"]["vals"].items() if found}
         self._live[trial_id] = _Proposal(tid, values)
         self.proposed_from[trial_id] = None if level is None else self.levels[level]
@@ -127,13 +139,24 @@ class RungTPESearch(Searcher):
         self._live.pop(trial_id, None)
 
     def get_state(self) -> dict[str, Any]:
-        """Everything proposals and results changed, as plain data (the space comes from set_search_properties)."""
-        return copy.deepcopy({"observations": self._observations, "live": self._live, "points": self._points,
-                              "next_tid": self._next_tid, "rng": self._rng.get_state(),
-                              "proposed_from": self.proposed_from})
+        """Everything proposals and results changed, and Ray Tune's search space: a resumed Tuner
+        (``Tuner.restore``) does not call ``set_search_properties`` again, so the state must bring the space."""
+        return copy.deepcopy(
+            {
+                "observations": self._observations,
+                "live": self._live,
+                "points": self._points,
+                "next_tid": self._next_tid,
+                "rng": self._rng.get_state(),
+                "proposed_from": self.proposed_from,
+                "param_space": self._param_space,
+            }
+        )
 
     def set_state(self, state: dict[str, Any]) -> None:
         state = copy.deepcopy(state)
+        if state["param_space"]:
+            self._use_space(state["param_space"])
         self._observations, self._live, self._points = state["observations"], state["live"], state["points"]
         self._next_tid, self.proposed_from = state["next_tid"], state["proposed_from"]
         self._rng.set_state(state["rng"])
@@ -169,8 +192,13 @@ class RungTPESearch(Searcher):
         trials = hpo.Trials()
         docs = []
         for tid, values, loss in self._observations[level]:
-            misc = {"tid": tid, "cmd": None, "workdir": None, "idxs": {label: [tid] for label in values},
-                    "vals": {label: [value] for label, value in values.items()}}
+            misc = {
+                "tid": tid,
+                "cmd": None,
+                "workdir": None,
+                "idxs": {label: [tid] for label in values},
+                "vals": {label: [value] for label, value in values.items()},
+            }
             doc = trials.new_trial_docs([tid], [None], [{"loss": loss, "status": hpo.STATUS_OK}], [misc])[0]
             docs.append({**doc, "state": hpo.JOB_STATE_DONE})
         trials.insert_trial_docs(docs)
@@ -184,8 +212,11 @@ class RungTPESearch(Searcher):
             node = self._space.get(label)
             if node is not None and node.name == "switch":
                 options = [argument.obj for argument in node.pos_args[1:]]
-                value = next(k for k, option in enumerate(options) if option == value
-                             and isinstance(option, bool) == isinstance(value, bool))
+                value = next(
+                    k
+                    for k, option in enumerate(options)
+                    if option == value and isinstance(option, bool) == isinstance(value, bool)
+                )
             values[label] = value
         return values
 

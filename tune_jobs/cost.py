@@ -46,8 +46,15 @@ def trial_cost(last_report: dict[str, Any], resources: Resources) -> dict[str, A
 def experiment_cost(trials: pd.DataFrame) -> dict[str, Any]:
     """The sums over every trial of a results table (failed and early-stopped ones cost compute too)."""
     if trials.empty:
-        return {"trials": 0, "tokens": 0, "cooldown_tokens": 0, "flops": 0.0, "wall_time_s": 0.0, "device_kind": None,
-                "device_hours": 0.0}
+        return {
+            "trials": 0,
+            "tokens": 0,
+            "cooldown_tokens": 0,
+            "flops": 0.0,
+            "wall_time_s": 0.0,
+            "device_kind": None,
+            "device_hours": 0.0,
+        }
     return {
         "trials": len(trials),
         "tokens": int(trials["tokens"].sum()),

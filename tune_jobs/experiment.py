@@ -55,8 +55,10 @@ class Experiment:
         """The experiment directory on this machine (only for local storage)."""
         filesystem, path = self.filesystem()
         if not isinstance(filesystem, pyarrow.fs.LocalFileSystem):
-            raise TextuneError(f"experiment {self.root} is not on this machine.",
-                               "Copy it here first, or run the command where the storage is mounted.")
+            raise TextuneError(
+                f"experiment {self.root} is not on this machine.",
+                "Copy it here first, or run the command where the storage is mounted.",
+            )
         return Path(path)
 
 
@@ -76,6 +78,8 @@ def open_experiment(path: str | Path) -> Experiment:
     storage, _, name = base.rstrip("/").rpartition("/")
     experiment = Experiment(storage=(storage or "/") + sep + query, name=name)
     if not experiment.exists():
-        raise TextuneError(f"{path} is not a textune experiment (no {SPEC_FILE} in it).",
-                           "Give the directory textune run created: STORAGE/NAME, e.g. experiments/quickstart.")
+        raise TextuneError(
+            f"{path} is not a textune experiment (no {SPEC_FILE} in it).",
+            "Give the directory textune run created: STORAGE/NAME, e.g. experiments/quickstart.",
+        )
     return experiment

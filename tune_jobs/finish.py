@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow.fs
@@ -19,17 +18,11 @@ from textune.errors import TextuneError
 from tune_jobs.cost import COST_COLUMNS, experiment_cost
 from tune_jobs.experiment import BEST_DIR, EVALUATIONS_FILE, RESULTS_FILE, Experiment
 from tune_jobs.hparams import write_hparams
-from tune_jobs.results import (ExperimentResults, best_trial, best_with_checkpoint, checkpoint_checksum, collect,
-                               plain_value, searched_config, write_tables)
+from tune_jobs.results.checkpoints import checkpoint_checksum
+from tune_jobs.results.collect import collect
+from tune_jobs.results.parquet import write_tables
+from tune_jobs.results.table import ExperimentResults, best_trial, best_with_checkpoint, plain_value, searched_config
 from tune_jobs.spec import JobSpec
-
-if TYPE_CHECKING:
-    import torch
-
-    from models.generate import LoadedModel
-
-# Samples are drawn slightly cooler than the model's distribution, as `textune generate` does by default.
-SAMPLE_TEMPERATURE = 0.8
 
 
 def finish_experiment(experiment: Experiment, spec: JobSpec) -> ExperimentResults:
@@ -44,15 +37,18 @@ def finish_experiment(experiment: Experiment, spec: JobSpec) -> ExperimentResult
         if not results.trials.empty:
             with tempfile.TemporaryDirectory(prefix="textune-hparams-") as staging:
                 write_hparams(Path(staging), spec.space, results.trials)
-                pyarrow.fs.copy_files(staging, root, source_filesystem=pyarrow.fs.LocalFileSystem(),
-                                      destination_filesystem=filesystem)
+                pyarrow.fs.copy_files(
+                    staging, root, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=filesystem
+                )
         best = best_with_checkpoint(results.trials)
         if best is not None:
             _replace_best(best["checkpoint"], best["checkpoint_sha256"], root, filesystem)
     except OSError as exc:
-        raise TextuneError(f"the results of {experiment.root} could not be written to its storage: {exc}.",
-                           "Free space on the storage (or fix its permissions); the search's own state is intact, "
-                           f"and textune resume {experiment.root} writes the results again.") from exc
+        raise TextuneError(
+            f"the results of {experiment.root} could not be written to its storage: {exc}.",
+            "Free space on the storage (or fix its permissions); the search's own state is intact, "
+            f"and textune resume {experiment.root} writes the results again.",
+        ) from exc
     return results
 
 
@@ -109,20 +105,7 @@ def sample_from(checkpoint_dir: Path, seed: int, max_new_tokens: int = 200) -> s
 
     from models.generate import load_model
 
-    loaded = load_model(checkpoint_dir, torch.device("cpu"))
-    return loaded.tokenizer.decode(continue_prompt(loaded, "\n", seed, max_new_tokens)[0].tolist())
-
-
-def continue_prompt(loaded: "LoadedModel", prompt: str, seed: int, max_new_tokens: int) -> "torch.Tensor":
-    """The prompt and its seeded continuation at the sampling temperature, as ids (1, T0 + max_new_tokens)."""
-    import torch
-
-    from models.generate import encode_prompt, generate
-
-    prompt_ids = encode_prompt(loaded.tokenizer, prompt, torch.device("cpu"))  # (1, T0)
-    generator = torch.Generator().manual_seed(seed)
-    return generate(loaded.model, prompt_ids, max_new_tokens, temperature=SAMPLE_TEMPERATURE, top_k=None,
-                    generator=generator)
+    return load_model(checkpoint_dir, torch.device("cpu")).continue_prompt("\n", seed, max_new_tokens).text
 
 
 def best_summary(trials: pd.DataFrame, spec: JobSpec) -> dict[str, object]:
@@ -130,10 +113,15 @@ def best_summary(trials: pd.DataFrame, spec: JobSpec) -> dict[str, object]:
     ``textune best --json`` and the end-of-run printout)."""
     best = best_trial(trials)
     summary: dict[str, object] = {
-        "trial_id": best["trial_id"], "status": best["status"], "config": searched_config(best),
-        "metric": spec.metric, "best_metric": float(best["best_metric"]),
-        "best_val_bpc": float(best["best_val_bpc"]), "best_val_ppl": float(best["best_val_ppl"]),
-        "tokens": int(best["tokens"]), "checkpoint": best["checkpoint"],
+        "trial_id": best["trial_id"],
+        "status": best["status"],
+        "config": searched_config(best),
+        "metric": spec.metric,
+        "best_metric": float(best["best_metric"]),
+        "best_val_bpc": float(best["best_val_bpc"]),
+        "best_val_ppl": float(best["best_val_ppl"]),
+        "tokens": int(best["tokens"]),
+        "checkpoint": best["checkpoint"],
         # Tables of experiments from before annealed evaluations lack cooldown_tokens (they had none).
         "cost": {key: plain_value(best[key]) for key in COST_COLUMNS if key in best.index},
         "experiment_cost": experiment_cost(trials),
@@ -141,6 +129,7 @@ def best_summary(trials: pd.DataFrame, spec: JobSpec) -> dict[str, object]:
     floor_bpc = float(best["floor_bpc"])
     if math.isfinite(floor_bpc):
         summary["floor_bpc"] = floor_bpc
-        summary["gap_to_floor"] = float(best["best_val_bpc"]) - floor_bpc
-        summary["gap_to_floor_rel"] = summary["gap_to_floor"] / floor_bpc
+        gap = float(best["best_val_bpc"]) - floor_bpc
+        summary["gap_to_floor"] = gap
+        summary["gap_to_floor_rel"] = gap / floor_bpc
     return summary

@@ -4,15 +4,13 @@ One experiment config at the experiment root (a domain per searched hyperparamet
 space, plus the trial status and the message of its last crash; metrics val_bpc, val_ppl and best val_bpc)
 and one session per trial in the trial's own run directory, beside the curves the trainer writes there.
 Sessions are written by the driver after the search from Ray's records, so trials that errored before
-reporting, diverged or were stopped early are listed too, each with its status. The files are rewritten after
-every run or resume; nothing else in the directory is touched.
+reporting, diverged or were stopped early are listed too, each with its status. They are the only HParams
+sessions in a trial's directory: a trial of a search writes its curves and samples there, but no session
+(models.trial.run_trial's ``hparams_session``). The files are rewritten after every run or resume; nothing
+else in the directory is touched.
 
-The trainer writes its own HParams session into the same run directory when it starts. TensorBoard keeps the
-first HParams record of a run it reads and reads a run's event files in name order, so the driver's file is
-named to sort first (``events.out.tfevents.0000000000.…``): its session, which knows the final status from
-Ray's records, is the one the dashboard shows.
-
-The protos are built directly (tensorboard's own summary helpers need TensorFlow).
+The protos are built directly (tensorboard's own summary helpers need TensorFlow), with models.tensorboard_log's
+builders.
 """
 
 from __future__ import annotations
@@ -27,25 +25,18 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from tune_jobs.results import STATUSES, searched_config
+from models.status import FINAL_STATUSES, TrialStatus
+from models.tensorboard_log import plugin_summary, session_end_summary
+from tune_jobs.results.table import searched_config
 from tune_jobs.space import SearchSpace
 
-# Sorts before any event file named by a writer (their names hold the creation time in seconds).
+# Rewritten by every finish under this one name. It sorts before any event file named by a writer (their names
+# hold the creation time in seconds), which still matters in experiments from before trials stopped writing
+# sessions of their own: TensorBoard shows the first session of a run it reads, in name order.
 EVENTS_FILE = "events.out.tfevents.0000000000.textune.hparams"
 STATUS_HPARAM = "trial_status"
 ERROR_HPARAM = "trial_error"  # the last crash's message (results.parquet's error column), empty if none
 METRICS = ("val_bpc", "val_ppl", "best_val_bpc")
-SESSION_STATUS = {
-    "completed": api_pb2.STATUS_SUCCESS, "early_stopped": api_pb2.STATUS_SUCCESS,
-    "diverged": api_pb2.STATUS_FAILURE, "oom": api_pb2.STATUS_FAILURE, "errored": api_pb2.STATUS_FAILURE,
-    "unfinished": api_pb2.STATUS_RUNNING,
-}
-
-
-def _plugin_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.Summary:
-    summary = summary_pb2.Summary()
-    summary.value.add(tag=tag, metadata=metadata.create_summary_metadata(data), tensor=metadata.NULL_TENSOR)
-    return summary
 
 
 def data_type(kind: str, values: list[Any]) -> int:
@@ -96,16 +87,19 @@ def _hparam_info(name: str, kind: str, values: list[Any]) -> api_pb2.HParamInfo:
 def experiment_summary(space: SearchSpace) -> summary_pb2.Summary:
     """The experiment config: hyperparameter domains from the search space and the metrics to show."""
     infos = [_hparam_info(name, dimension.kind, dimension.values) for name, dimension in space.items()]
-    infos.append(_hparam_info(STATUS_HPARAM, "choice", list(STATUSES)))
+    infos.append(_hparam_info(STATUS_HPARAM, "choice", [status.value for status in FINAL_STATUSES]))
     infos.append(api_pb2.HParamInfo(name=ERROR_HPARAM, type=api_pb2.DATA_TYPE_STRING))
     experiment = api_pb2.Experiment(
-        time_created_secs=time.time(), hparam_infos=infos,
-        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=tag) for tag in METRICS])
-    return _plugin_summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment))
+        time_created_secs=time.time(),
+        hparam_infos=infos,
+        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=tag) for tag in METRICS],
+    )
+    return plugin_summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment))
 
 
-def session_summaries(hparams: dict[str, Any], status: str,
-                      types: dict[str, int]) -> tuple[summary_pb2.Summary, summary_pb2.Summary]:
+def session_summaries(
+    hparams: dict[str, Any], status: TrialStatus, types: dict[str, int]
+) -> tuple[summary_pb2.Summary, summary_pb2.Summary]:
     """Session start (the trial's hyperparameters, each of its type in ``types``) and end (its status)."""
     start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
     for name, value in hparams.items():
@@ -119,11 +113,8 @@ def session_summaries(hparams: dict[str, Any], status: str,
             start.hparams[name].number_value = typed
         else:
             start.hparams[name].string_value = typed
-    end = plugin_data_pb2.SessionEndInfo(status=SESSION_STATUS[status], end_time_secs=time.time())
     start_data = plugin_data_pb2.HParamsPluginData(session_start_info=start)
-    end_data = plugin_data_pb2.HParamsPluginData(session_end_info=end)
-    return (_plugin_summary(metadata.SESSION_START_INFO_TAG, start_data),
-            _plugin_summary(metadata.SESSION_END_INFO_TAG, end_data))
+    return plugin_summary(metadata.SESSION_START_INFO_TAG, start_data), session_end_summary(status)
 
 
 def _write(directory: Path, summaries: list[tuple[int, summary_pb2.Summary]]) -> None:
@@ -151,8 +142,9 @@ def write_hparams(experiment_dir: Path, space: SearchSpace, trials: pd.DataFrame
         trial_dir = experiment_dir / Path(row["trial_dir"]).name
         trial_dir.mkdir(parents=True, exist_ok=True)
         error = row["error"] if isinstance(row["error"], str) else ""  # None/NaN: the trial never crashed
-        hparams = {**searched_config(row), STATUS_HPARAM: row["status"], ERROR_HPARAM: error}
-        start, end = session_summaries(hparams, row["status"], types)
+        status = TrialStatus(row["status"])
+        hparams = {**searched_config(row), STATUS_HPARAM: status.value, ERROR_HPARAM: error}
+        start, end = session_summaries(hparams, status, types)
         step = int(row["tokens"])
         final = {"val_bpc": row["last_val_bpc"], "val_ppl": row["last_val_ppl"], "best_val_bpc": row["best_val_bpc"]}
         # A trial that never reported has no metric values; TensorBoard shows it with empty metric cells.

@@ -24,13 +24,15 @@ import contextlib
 import fcntl
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pandas as pd
 import pyarrow.fs
 
 from cluster.storage import open_storage
+from models.status import TrialStatus
 from textune.errors import TextuneError
 from tune_jobs.experiment import SPEC_FILE, Experiment
 from tune_jobs.spec import JobSpec, load_saved_spec
@@ -117,23 +119,26 @@ def nothing_to_resume(experiment: Experiment, spec: JobSpec) -> str | None:
     Read from ``results.parquet`` (written at the end of every run and resume), without Ray. A missing or
     unreadable table says nothing: Ray Tune's own records then decide, in the resume itself.
     """
-    from tune_jobs.results import read_trials
+    from tune_jobs.results.parquet import read_trials
 
     try:
         trials = read_trials(experiment)
     except (TextuneError, OSError, ValueError):
         return None
-    if "status" not in trials or unfinished_trials(trials, spec) or (trials["status"] == "errored").any():
+    if "status" not in trials or unfinished_trials(trials, spec) or (trials["status"] == TrialStatus.ERRORED).any():
         return None
     counts = trials["status"].value_counts().sort_index()
-    return (f"the {len(trials)} trial{'s' if len(trials) != 1 else ''} of {experiment.root} ended ("
-            + ", ".join(f"{n} {status}" for status, n in counts.items()) + ")")
+    return (
+        f"the {len(trials)} trial{'s' if len(trials) != 1 else ''} of {experiment.root} ended ("
+        + ", ".join(f"{n} {status}" for status, n in counts.items())
+        + ")"
+    )
 
 
 def unfinished_trials(trials: pd.DataFrame, spec: JobSpec) -> int:
     """Trials a resume would still run: those recorded unfinished, and those the searcher had not created
     yet when the run stopped (Ctrl-C, the time budget)."""
-    recorded = int((trials["status"] == "unfinished").sum()) if "status" in trials else 0
+    recorded = int((trials["status"] == TrialStatus.UNFINISHED).sum()) if "status" in trials else 0
     return recorded + max(0, spec.expected_trials - len(trials))
 
 
@@ -144,14 +149,18 @@ def refuse_changed_spec(experiment: Experiment, saved: JobSpec, given: JobSpec) 
     would be ignored without a word; the refusal lists every differing key with both values.
     """
     saved_keys, given_keys = _flat(saved.model_dump(mode="json")), _flat(given.model_dump(mode="json"))
-    differing = [f"{key} (saved {_shown(saved_keys.get(key))}, given {_shown(given_keys.get(key))})"
-                 for key in sorted(set(saved_keys) | set(given_keys))
-                 if key.split(".")[0] not in LOCATION_KEYS and saved_keys.get(key, ...) != given_keys.get(key, ...)]
+    differing = [
+        f"{key} (saved {_shown(saved_keys.get(key))}, given {_shown(given_keys.get(key))})"
+        for key in sorted(set(saved_keys) | set(given_keys))
+        if key.split(".")[0] not in LOCATION_KEYS and saved_keys.get(key, ...) != given_keys.get(key, ...)
+    ]
     if differing:
-        raise TextuneError(f"run --resume: the job spec differs from the one {experiment.root} was started with, "
-                           f"in {'; '.join(differing)}. A resume continues the saved search unchanged.",
-                           f"Undo those changes to resume it (textune resume {experiment.root} needs no job file), "
-                           "or run the changed spec as a new experiment with --name NEW_NAME.")
+        raise TextuneError(
+            f"run --resume: the job spec differs from the one {experiment.root} was started with, "
+            f"in {'; '.join(differing)}. A resume continues the saved search unchanged.",
+            f"Undo those changes to resume it (textune resume {experiment.root} needs no job file), "
+            "or run the changed spec as a new experiment with --name NEW_NAME.",
+        )
 
 
 def _refuse_existing(experiment: Experiment, filesystem: pyarrow.fs.FileSystem, path: str) -> None:
@@ -160,12 +169,16 @@ def _refuse_existing(experiment: Experiment, filesystem: pyarrow.fs.FileSystem, 
     if _held(path):
         raise _held_error(experiment)
     if filesystem.get_file_info(f"{path}/{SPEC_FILE}").type == pyarrow.fs.FileType.NotFound:
-        raise TextuneError(f"{experiment.root} already exists and holds no textune experiment (no {SPEC_FILE}); "
-                           "textune does not write into it.",
-                           "Start the run under another name with --name NEW_NAME, or move that directory away.")
-    raise TextuneError(f"experiment {experiment.root} already exists; textune does not overwrite it.",
-                       f"Continue it with: textune resume {experiment.root} (or textune run ... --resume), "
-                       "or start a new one with --name NEW_NAME.")
+        raise TextuneError(
+            f"{experiment.root} already exists and holds no textune experiment (no {SPEC_FILE}); "
+            "textune does not write into it.",
+            "Start the run under another name with --name NEW_NAME, or move that directory away.",
+        )
+    raise TextuneError(
+        f"experiment {experiment.root} already exists; textune does not overwrite it.",
+        f"Continue it with: textune resume {experiment.root} (or textune run ... --resume), "
+        "or start a new one with --name NEW_NAME.",
+    )
 
 
 def _create_locked(experiment: Experiment, path: str) -> int:
@@ -185,8 +198,10 @@ def _lock(experiment: Experiment, path: str) -> int:
     try:
         descriptor = os.open(f"{path}/{LOCK_FILE}", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise TextuneError(f"cannot lock experiment {experiment.root}: {exc}.",
-                           "Running or resuming an experiment needs write access to its directory.") from exc
+        raise TextuneError(
+            f"cannot lock experiment {experiment.root}: {exc}.",
+            "Running or resuming an experiment needs write access to its directory.",
+        ) from exc
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -211,10 +226,12 @@ def _held(path: str) -> bool:
 
 
 def _held_error(experiment: Experiment) -> TextuneError:
-    return TextuneError(f"experiment {experiment.root} is being run right now by another textune process (it "
-                        f"holds {experiment.root}/{LOCK_FILE}); a second driver would run its trials twice.",
-                        f"Wait for that run to end (or stop it with Ctrl-C), then: textune resume {experiment.root}; "
-                        "or start a new experiment with --name NEW_NAME.")
+    return TextuneError(
+        f"experiment {experiment.root} is being run right now by another textune process (it "
+        f"holds {experiment.root}/{LOCK_FILE}); a second driver would run its trials twice.",
+        f"Wait for that run to end (or stop it with Ctrl-C), then: textune resume {experiment.root}; "
+        "or start a new experiment with --name NEW_NAME.",
+    )
 
 
 def _missing_directories(directory: Path) -> list[str]:
@@ -245,4 +262,4 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def _shown(value: Any) -> str:
     text = "(absent)" if value is None else str(value)
-    return text if len(text) <= SHOWN_VALUE_CHARS else text[:SHOWN_VALUE_CHARS - 3] + "..."
+    return text if len(text) <= SHOWN_VALUE_CHARS else text[: SHOWN_VALUE_CHARS - 3] + "..."

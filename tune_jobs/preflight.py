@@ -1,10 +1,12 @@
-"""The checks that need more than the spec, still run before Ray starts: the prepared dataset and warm starts.
+"""The checks that need more than the spec, still run before Ray starts: the prepared dataset, a user's model
+and warm starts.
 
 :func:`tune_jobs.spec.load_spec` has already checked what the spec alone decides (every value a dimension
 produces, every point to evaluate). Here, with the dataset prepared, every block size a trial can get is checked
 against the train and val splits it will read (for each validation fold a spec searches), with the very check a
 trial runs (models.trial.open_dataset); and the configs a warm start takes from another experiment are checked
-like points to evaluate. Each failure is one TextuneError naming the key.
+like points to evaluate. A user's model (a factory) is built and run on one tiny batch. Each failure is one
+TextuneError naming the key.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from textune.errors import TextuneError
-from tune_jobs.spec import JobSpec, check_point, fixed_trial_params
 from tune_jobs.space import base_sample, trainer_params
+from tune_jobs.spec import JobSpec, check_point, fixed_trial_params
 
 
 def check_dataset(spec: JobSpec, dataset_dir: Path) -> None:
@@ -28,8 +30,11 @@ def check_dataset(spec: JobSpec, dataset_dir: Path) -> None:
 
     # A split that holds one block of the largest size holds one of every smaller size.
     block_size, label = _largest_block_size(spec, TrialConfig.model_fields["block_size"].default)
-    config = {**fixed_trial_params(spec, str(dataset_dir)), **trainer_params(base_sample(spec.space)),
-              "block_size": block_size}
+    config = {
+        **fixed_trial_params(spec, str(dataset_dir)),
+        **trainer_params(base_sample(spec.space)),
+        "block_size": block_size,
+    }
     for fold, num_folds in itertools.product(_values(spec, "fold"), _values(spec, "num_folds")):
         if (fold is None) != (num_folds is None) or (fold is not None and fold >= num_folds):
             continue  # not a trial config (the spec check refuses such a pair where a trial could get it)
@@ -40,13 +45,37 @@ def check_dataset(spec: JobSpec, dataset_dir: Path) -> None:
             raise TextuneError(f"{label} does not fit the prepared dataset: {exc.message}", exc.hint) from exc
 
 
+def check_model(spec: JobSpec, dataset_dir: Path) -> None:
+    """Build every model a spec names that is not a built-in family: a user's (``family:
+    "package.module:function"``, run on one tiny batch by models.plugin.check_model) or a Hugging Face one
+    (``family: hf``), so a factory that does not import, takes the wrong arguments or returns logits of the wrong
+    shape, an unknown model type or a missing pretrained directory fails here rather than in every trial.
+
+    Raises a TextuneError naming ``model.family`` (or ``space.family``), ``model.hf.KEY`` or ``model.pretrained``.
+    """
+    from models.config import parse_trial_config
+    from models.families import FAMILIES, build_model
+    from models.trial import open_dataset
+
+    config = {**fixed_trial_params(spec, str(dataset_dir)), **trainer_params(base_sample(spec.space))}
+    for family in _values(spec, "family"):
+        if family is None or family in FAMILIES:
+            continue  # the built-in families need no check
+        trial = parse_trial_config({**config, "family": family}, f"job spec {spec.name}")
+        try:
+            build_model(trial, open_dataset(trial).tokenizer.vocab_size)
+        except TextuneError as exc:  # its message starts with the key (family, hf.KEY, pretrained)
+            searched = exc.message.startswith("family") and "family" in spec.space
+            raise TextuneError(("space." if searched else "model.") + exc.message, exc.hint) from exc
+
+
 def warm_start_points(spec: JobSpec) -> list[dict[str, Any]]:
     """The configs of ``search.warm_start_from``'s best trials, each checked as a point to evaluate.
 
     Raises a TextuneError naming ``search.warm_start_from[i].KEY`` (i = 0 for the best trial) when one lies
     outside this spec's space or is refused by the trainer.
     """
-    from tune_jobs.results import top_configs
+    from tune_jobs.results.warm_start import top_configs
 
     source = spec.search.warm_start_from
     if not source:
@@ -56,10 +85,11 @@ def warm_start_points(spec: JobSpec) -> list[dict[str, Any]]:
         try:
             check_point(spec, point, f"search.warm_start_from[{index}]")
         except TextuneError as exc:
-            raise TextuneError(f"{exc.message.rstrip('.')} (search.warm_start_from[{index}] is the config of "
-                               f"{source}'s best trial number {index + 1}).",
-                               "Warm-start from an experiment whose configs lie inside this space, or widen "
-                               "space: to hold them.") from exc
+            raise TextuneError(
+                f"{exc.message.rstrip('.')} (search.warm_start_from[{index}] is the config of "
+                f"{source}'s best trial number {index + 1}).",
+                "Warm-start from an experiment whose configs lie inside this space, or widen space: to hold them.",
+            ) from exc
     return points
 
 

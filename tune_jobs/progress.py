@@ -26,8 +26,8 @@ class ExperimentReporter(CLIReporter):
         logdir = [i for i, line in enumerate(lines) if line.startswith(LOGDIR_LABEL)]
         if logdir:
             where = [LOGDIR_LABEL + location for location in sorted({experiment_location(t) for t in trials})]
-            rest = [line for line in lines[logdir[0]:] if not line.startswith(LOGDIR_LABEL)]
-            lines = lines[:logdir[0]] + where + rest
+            rest = [line for line in lines[logdir[0] :] if not line.startswith(LOGDIR_LABEL)]
+            lines = lines[: logdir[0]] + where + rest
         safe_print("\n".join(lines))
 
 

@@ -16,8 +16,13 @@ from tune_jobs.experiment import Experiment
 
 # The newest of each (by name) is what Ray reads, and its form: Ray pickles its search generator's state into
 # a file named .json.
-RAY_STATE_FILES = {"experiment_state-*.json": "json", "search_gen_state-*.json": "pickle",
-                   "searcher-state-*.pkl": "pickle", "callback-states-*.pkl": "pickle", "tuner.pkl": "pickle"}
+RAY_STATE_FILES = {
+    "experiment_state-*.json": "json",
+    "search_gen_state-*.json": "pickle",
+    "searcher-state-*.pkl": "pickle",
+    "callback-states-*.pkl": "pickle",
+    "tuner.pkl": "pickle",
+}
 
 
 def check_ray_state(experiment: Experiment) -> None:
@@ -32,8 +37,13 @@ def check_ray_state(experiment: Experiment) -> None:
     found = filesystem.get_file_info(pyarrow.fs.FileSelector(path))
     for pattern, form in RAY_STATE_FILES.items():
         prefix, _, suffix = pattern.partition("*")
-        names = sorted(info.base_name for info in found if info.type == pyarrow.fs.FileType.File
-                       and info.base_name.startswith(prefix) and info.base_name.endswith(suffix))
+        names = sorted(
+            info.base_name
+            for info in found
+            if info.type == pyarrow.fs.FileType.File
+            and info.base_name.startswith(prefix)
+            and info.base_name.endswith(suffix)
+        )
         if not names:
             continue
         with filesystem.open_input_stream(f"{path}/{names[-1]}") as handle:
@@ -53,4 +63,5 @@ def check_ray_state(experiment: Experiment) -> None:
                 "cannot be restored or read from it.",
                 "It cannot be rebuilt: copy it back from a backup, or start the search again under a new name "
                 "(textune run JOB.yaml --name NEW_NAME); the trials' own results and checkpoints in trial_*/ are "
-                "untouched.")
+                "untouched.",
+            )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs
 from ray import tune
@@ -18,7 +19,7 @@ from ray import tune
 from textune.config import dump_yaml
 from tune_jobs.experiment import SPEC_FILE, Experiment, experiment_at
 from tune_jobs.lifecycle import held_experiment, new_experiment, resumable_spec
-from tune_jobs.preflight import check_dataset, warm_start_points
+from tune_jobs.preflight import check_dataset, check_model, warm_start_points
 from tune_jobs.ray_state import check_ray_state
 from tune_jobs.search import TIME_ATTR, build_scheduler, build_search_alg
 from tune_jobs.space import to_param_space
@@ -38,8 +39,7 @@ def trial_slots(spec: JobSpec) -> Iterator[int]:
     Ray Tune may keep that many trials pending (unless the user set the limit): other searchers than random
     search keep one pending otherwise, and a big cluster would start one trial per scheduling round.
     """
-    from cluster.resources import (PENDING_TRIALS_VAR, check_trial_fits, cluster_trial_slots,
-                                   raise_pending_trial_limit)
+    from cluster.resources import PENDING_TRIALS_VAR, check_trial_fits, cluster_trial_slots, raise_pending_trial_limit
 
     check_trial_fits(spec.resources.gpu, spec.resources.cpu)
     slots = spec.max_concurrent_trials or cluster_trial_slots(spec.resources.gpu, spec.resources.cpu)
@@ -64,16 +64,21 @@ def _run_config(spec: JobSpec, experiment: Experiment, callbacks: list[Any]) -> 
     from tune_jobs.progress import ExperimentReporter
 
     filesystem, path = experiment.filesystem()
-    reporter = ExperimentReporter(metric_columns=[TIME_ATTR, spec.metric],
-                                  parameter_columns=list(spec.space), max_report_frequency=10)
+    reporter = ExperimentReporter(
+        metric_columns=[TIME_ATTR, spec.metric], parameter_columns=list(spec.space), max_report_frequency=10
+    )
     return tune.RunConfig(
-        name=spec.name, storage_path=path.rsplit("/", 1)[0], storage_filesystem=for_ray_tune(filesystem),
-        progress_reporter=reporter, verbose=1, callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
-                                                          *_deadline_callbacks(spec), *callbacks],
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints,
-                                                checkpoint_score_attribute=spec.metric,
-                                                checkpoint_score_order=spec.mode),
-        failure_config=tune.FailureConfig(max_failures=spec.max_failures))
+        name=spec.name,
+        storage_path=path.rsplit("/", 1)[0],
+        storage_filesystem=for_ray_tune(filesystem),
+        progress_reporter=reporter,
+        verbose=1,
+        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), *_deadline_callbacks(spec), *callbacks],
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=spec.keep_checkpoints, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode
+        ),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+    )
 
 
 def _prepare_before_ray(spec: JobSpec, address: str | None) -> tuple[ClusterAddress, Path]:
@@ -97,6 +102,7 @@ def _prepare_before_ray(spec: JobSpec, address: str | None) -> tuple[ClusterAddr
             check_trial_fits(spec.resources.gpu, spec.resources.cpu, [this_machine_resources()])
     dataset_dir = prepare_dataset(spec.data)
     check_dataset(spec, dataset_dir)  # every block size against the splits trials read, before Ray starts
+    check_model(spec, dataset_dir)  # a user's or a Hugging Face model, built and run on one tiny batch
     return resolved, dataset_dir
 
 
@@ -120,8 +126,9 @@ def _trainable(spec: JobSpec, experiment: Experiment, dataset_dir: Path) -> Any:
     dataset = str(dataset_dir)
     if not isinstance(filesystem, pyarrow.fs.LocalFileSystem):
         dataset = upload_dataset(dataset_dir, spec.storage, spec.storage_options)
-    return build_trainable(fixed_trial_params(spec, dataset), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-                           spec.storage_options)
+    return build_trainable(
+        fixed_trial_params(spec, dataset), {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}, spec.storage_options
+    )
 
 
 def _points_to_evaluate(spec: JobSpec) -> list[dict[str, Any]]:
@@ -160,8 +167,9 @@ class TrialStarted(tune.Callback):
         self.any = True
 
 
-def run_job(spec: JobSpec, address: str | None = None,
-            then: Callable[[Experiment, JobSpec], None] | None = None) -> Experiment:
+def run_job(
+    spec: JobSpec, address: str | None = None, then: Callable[[Experiment, JobSpec], None] | None = None
+) -> Experiment:
     """Run the search a spec describes into ``STORAGE/NAME``, then call ``then`` (the finish) while the
     experiment is still held (tune_jobs.lifecycle).
 
@@ -186,10 +194,15 @@ def run_job(spec: JobSpec, address: str | None = None,
                 trainable,
                 param_space=to_param_space(spec.space),
                 tune_config=tune.TuneConfig(
-                    search_alg=build_search_alg(spec, points, slots), scheduler=scheduler,
-                    num_samples=spec.num_samples, time_budget_s=_ray_time_budget(spec),
-                    reuse_actors=True, trial_dirname_creator=trial_dirname),
-                run_config=_run_config(spec, experiment, [*scheduler_callbacks(scheduler), started]))
+                    search_alg=build_search_alg(spec, points, slots),
+                    scheduler=scheduler,
+                    num_samples=spec.num_samples,
+                    time_budget_s=_ray_time_budget(spec),
+                    reuse_actors=True,
+                    trial_dirname_creator=trial_dirname,
+                ),
+                run_config=_run_config(spec, experiment, [*scheduler_callbacks(scheduler), started]),
+            )
             tuner.fit()
         _remove_staging_leftovers(experiment)
         if then is not None:
@@ -197,8 +210,12 @@ def run_job(spec: JobSpec, address: str | None = None,
     return experiment
 
 
-def resume_job(experiment: Experiment, address: str | None = None,
-               then: Callable[[Experiment, JobSpec], None] | None = None, given: JobSpec | None = None) -> JobSpec:
+def resume_job(
+    experiment: Experiment,
+    address: str | None = None,
+    then: Callable[[Experiment, JobSpec], None] | None = None,
+    given: JobSpec | None = None,
+) -> JobSpec:
     """Continue an experiment: unfinished and errored trials, with the searcher's and scheduler's state; then
     call ``then`` (the finish) while the experiment is still held.
 
@@ -220,8 +237,13 @@ def resume_job(experiment: Experiment, address: str | None = None,
         with connect(checked_address, log_to_driver=False), trial_slots(spec):
             # The scheduler, the searcher and the callbacks (ASHA's records among them) come back from the
             # experiment's tuner.pkl and its latest snapshot.
-            tuner = tune.Tuner.restore(path, _trainable(spec, experiment, dataset_dir), resume_unfinished=True,
-                                       resume_errored=True, storage_filesystem=for_ray_tune(filesystem))
+            tuner = tune.Tuner.restore(
+                path,
+                _trainable(spec, experiment, dataset_dir),
+                resume_unfinished=True,
+                resume_errored=True,
+                storage_filesystem=for_ray_tune(filesystem),
+            )
             tuner.fit()
         _remove_staging_leftovers(experiment)
         if then is not None:

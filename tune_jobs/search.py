@@ -48,8 +48,9 @@ class FiniteHyperOptSearch(HyperOptSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def build_search_alg(spec: JobSpec, points_to_evaluate: list[dict[str, Any]],
-                     max_concurrent: int) -> Searcher | SearchAlgorithm:
+def build_search_alg(
+    spec: JobSpec, points_to_evaluate: list[dict[str, Any]], max_concurrent: int
+) -> Searcher | SearchAlgorithm:
     """The spec's search algorithm, seeded and proposing for at most ``max_concurrent`` running trials.
 
     HyperOpt and rung-aware TPE (``bohb``) learn from results, so they are limited to the slots that run at
@@ -57,8 +58,12 @@ def build_search_alg(spec: JobSpec, points_to_evaluate: list[dict[str, Any]],
     """
     if spec.search.algorithm == "hyperopt":
         searcher: Searcher = FiniteHyperOptSearch(
-            metric=spec.metric, mode=spec.mode, points_to_evaluate=points_to_evaluate or None,
-            n_initial_points=spec.search.n_initial_points, random_state_seed=spec.seed)
+            metric=spec.metric,
+            mode=spec.mode,
+            points_to_evaluate=points_to_evaluate or None,
+            n_initial_points=spec.search.n_initial_points,
+            random_state_seed=spec.seed,
+        )
         return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
     if spec.search.algorithm == "bohb":
         # Imported here: tune_jobs.bohb builds on this module's finite_metric.
@@ -66,19 +71,32 @@ def build_search_alg(spec: JobSpec, points_to_evaluate: list[dict[str, Any]],
 
         # A trial is observed at every rung and at the full budget (one level, where the top rung is it).
         levels = list(dict.fromkeys([*rung_milestones(spec), float(spec.budget.max_tokens)]))
-        searcher = RungTPESearch(levels, metric=spec.metric, mode=spec.mode, time_attr=TIME_ATTR,
-                                 points_to_evaluate=points_to_evaluate, random_state_seed=spec.seed)
+        searcher = RungTPESearch(
+            levels,
+            metric=spec.metric,
+            mode=spec.mode,
+            time_attr=TIME_ATTR,
+            points_to_evaluate=points_to_evaluate,
+            random_state_seed=spec.seed,
+        )
         return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
-    return BasicVariantGenerator(points_to_evaluate=points_to_evaluate or None, max_concurrent=max_concurrent,
-                                 random_state=spec.seed)
+    return BasicVariantGenerator(
+        points_to_evaluate=points_to_evaluate or None, max_concurrent=max_concurrent, random_state=spec.seed
+    )
 
 
 def build_scheduler(spec: JobSpec) -> TrialScheduler:
     """ASHA on training tokens, or FIFO."""
     if spec.scheduler.kind == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr=TIME_ATTR, metric=spec.metric, mode=spec.mode, max_t=spec.budget.max_tokens,
-                         grace_period=spec.grace_period_tokens, reduction_factor=spec.scheduler.reduction_factor)
+    return ASHAScheduler(
+        time_attr=TIME_ATTR,
+        metric=spec.metric,
+        mode=spec.mode,
+        max_t=spec.budget.max_tokens,
+        grace_period=spec.grace_period_tokens,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
 
 
 def rung_milestones(spec: JobSpec) -> list[float]:

@@ -5,8 +5,8 @@ A job spec's ``space:`` maps a hyperparameter name to one single-key mapping::
     lr:         {loguniform: [1.0e-4, 1.0e-2]}   # float, log-uniform in [low, high]
     dropout:    {uniform: [0.0, 0.2]}            # float, uniform in [low, high]
     weight_decay: {quniform: [0.0, 0.1, 0.01]}   # float, uniform in [low, high] rounded to a multiple of q
-    n_layer:    {randint: [1, 4]}                # integer in [low, high], both ends included
-    n_embd:     {choice: [32, 64, 128]}          # one of the values
+    n_layers:   {randint: [1, 4]}                # integer in [low, high], both ends included
+    head_dim:   {choice: [16, 32, 64]}           # one of the values
     batch_size: {grid: [8, 16]}                  # every value, crossed with the other grid dimensions
 
 HyperOpt takes the first five; ``grid`` needs the ``grid`` or ``random`` search algorithm (the spec checks
@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pydantic
 
@@ -47,7 +48,7 @@ class Dimension(StrictModel):
     grid: list[Any] | None = None
 
     @pydantic.model_validator(mode="after")
-    def _one_valid_kind(self) -> "Dimension":
+    def _one_valid_kind(self) -> Dimension:
         given = [kind for kind in KINDS if getattr(self, kind) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of {', '.join(KINDS)} (got {', '.join(given) or 'none'})")
@@ -215,14 +216,18 @@ def _check_one_type(kind: str, values: list[Any]) -> None:
     """Refuse choice/grid values that are not plain, not finite, or of mixed types (null may join any type)."""
     for value in values:
         if isinstance(value, (list, dict)):
-            raise ValueError(f"{kind} value {value!r} is a {'list' if isinstance(value, list) else 'mapping'}; "
-                             f"{kind} values are plain numbers, strings, booleans or null")
+            raise ValueError(
+                f"{kind} value {value!r} is a {'list' if isinstance(value, list) else 'mapping'}; "
+                f"{kind} values are plain numbers, strings, booleans or null"
+            )
         if _is_number(value) and not math.isfinite(value):
             raise ValueError(f"{kind} value {value} is not a finite number")
     types = sorted({_value_type(value) for value in values} - {"null"})
     if len(types) > 1:
-        raise ValueError(f"{kind} values mix {' and '.join(types)} ({values}); the results store one type per "
-                         f"hyperparameter, so give values of one type (null may join them)")
+        raise ValueError(
+            f"{kind} values mix {' and '.join(types)} ({values}); the results store one type per "
+            f"hyperparameter, so give values of one type (null may join them)"
+        )
     if types and types[0] not in ("number", "string", "boolean"):
         raise ValueError(f"{kind} values must be numbers, strings, booleans or null, not {types[0]}")
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import pydantic
 from pydantic import Field
@@ -28,15 +29,18 @@ from tune_jobs.experiment import SPEC_FILE, Experiment
 from tune_jobs.space import Dimension, base_sample, grid_size, trainer_params, validation_samples
 
 # Trial settings the spec derives from its own sections (budget:, seed:, resources:) or sets per trial.
-DERIVED_TRIAL_KEYS = frozenset({"dataset_dir", "max_tokens", "eval_every_tokens", "seed", "num_threads",
-                                "tensorboard_dir", "anneal_at_tokens"})
+DERIVED_TRIAL_KEYS = frozenset(
+    {"dataset_dir", "max_tokens", "eval_every_tokens", "seed", "num_threads", "tensorboard_dir", "anneal_at_tokens"}
+)
 # Derived keys that space: may still search: a grid of seeds repeats every configuration (textune confirm).
 SEARCHABLE_DERIVED_KEYS = frozenset({"seed"})
 
 # Experiment names become directories under the storage root; keep them to one plain path component.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-NAME_RULE = ("an experiment name is one directory name under the storage root: 1 to 100 characters, each a "
-             "letter, digit, '.', '_' or '-', the first a letter or digit (so no '/', '..' or absolute paths)")
+NAME_RULE = (
+    "an experiment name is one directory name under the storage root: 1 to 100 characters, each a "
+    "letter, digit, '.', '_' or '-', the first a letter or digit (so no '/', '..' or absolute paths)"
+)
 
 # Finite ranges for every number of a spec: what the code and Ray can honour, far beyond any real search.
 MAX_TIME_BUDGET_S = 366 * 24 * 3600  # one year; leave time_budget_s out for no limit
@@ -64,17 +68,34 @@ class SpecModel(StrictModel):
 class Budget(SpecModel):
     """How much each trial may train, and how long the whole search may take."""
 
-    max_tokens: int = Field(ge=1, le=MAX_TOKENS)
-    # Default: max_tokens / DEFAULT_EVALUATIONS, rounded up, so it follows max_tokens (see _eval_follows_budget).
-    eval_every_tokens: int = Field(ge=1, le=MAX_TOKENS)
-    time_budget_s: float | None = Field(None, gt=0, le=MAX_TIME_BUDGET_S)
+    max_tokens: int = Field(ge=1, le=MAX_TOKENS, description="Training tokens per trial; also ASHA's `max_t`.")
+    # Required here, but filled in from max_tokens by _eval_follows_budget, so it follows max_tokens.
+    eval_every_tokens: int = Field(
+        ge=1,
+        le=MAX_TOKENS,
+        json_schema_extra={"shown_default": f"`max_tokens / {DEFAULT_EVALUATIONS}` rounded up"},
+        description="Evaluate, checkpoint and report every this many training tokens; at most `max_tokens`. Left "
+        f"out, it follows `max_tokens` ({DEFAULT_EVALUATIONS} evaluations per trial), and so does "
+        "`scheduler.grace_period_tokens` unless set.",
+    )
+    time_budget_s: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_TIME_BUDGET_S,
+        description="Wall-clock limit for the whole search, in seconds (at most a year). Trials still running are "
+        "left unfinished; `textune resume` continues them.",
+    )
 
     @pydantic.model_validator(mode="before")
     @classmethod
     def _eval_follows_budget(cls, data: Any) -> Any:
         max_tokens = data.get("max_tokens") if isinstance(data, dict) else None
-        if (isinstance(max_tokens, (int, float)) and not isinstance(max_tokens, bool) and math.isfinite(max_tokens)
-                and "eval_every_tokens" not in data):
+        if (
+            isinstance(max_tokens, (int, float))
+            and not isinstance(max_tokens, bool)
+            and math.isfinite(max_tokens)
+            and "eval_every_tokens" not in data
+        ):
             return {**data, "eval_every_tokens": max(1, math.ceil(max_tokens / DEFAULT_EVALUATIONS))}
         return data
 
@@ -82,31 +103,85 @@ class Budget(SpecModel):
 class SearchConfig(SpecModel):
     """Which algorithm proposes configurations."""
 
-    # bohb: TPE per ASHA rung (tune_jobs.bohb); it needs scheduler.kind asha.
-    algorithm: Literal["hyperopt", "random", "grid", "bohb"] = "hyperopt"
-    # hyperopt only: random proposals before TPE starts modelling the results (bohb: d + 1 per rung).
-    n_initial_points: int = Field(5, ge=1, le=MAX_SAMPLES)
-    # Configurations to try first (hyperopt: as TPE's first points; random/grid: ahead of the samples).
-    points_to_evaluate: list[dict[str, Any]] = []
-    # Warm start from the best `warm_start_top_k` trials of a previous experiment directory.
-    warm_start_from: str | None = None
-    warm_start_top_k: int = Field(3, ge=1, le=MAX_SAMPLES)
+    # bohb is tune_jobs.bohb's rung-aware TPE.
+    algorithm: Literal["hyperopt", "random", "grid", "bohb"] = Field(
+        "hyperopt",
+        description="`hyperopt`: TPE (no `grid` dimensions). `bohb`: TPE per ASHA rung, proposing from the highest "
+        "rung with d + 1 results ([tuning.md](tuning.md), *Rung-aware TPE*); needs "
+        "`scheduler.kind: asha`, no `grid` dimensions. `random`: seeded random sampling, `grid` "
+        "dimensions crossed. `grid`: every dimension must be `grid`.",
+    )
+    n_initial_points: int = Field(
+        5,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="`hyperopt` only: random proposals before TPE starts modelling results (`bohb` waits for "
+        "d + 1 results at a rung instead).",
+    )
+    points_to_evaluate: list[dict[str, Any]] = Field(
+        [],
+        description="Configurations to run first (`hyperopt`: as TPE's first points; `random`/`grid`: ahead of the "
+        "samples). Each gives a value for every searched key (only `grid` keys may be left out: they "
+        "are crossed with the point), and each value must be one its dimension can produce: one of a "
+        "`choice`/`grid`'s values, within `uniform`/`loguniform` bounds, a whole number within "
+        "`randint`'s, a multiple of `q` within `quniform`'s. Keys that are not searched are refused "
+        "(fixed settings go under `model`).",
+    )
+    warm_start_from: str | None = Field(
+        None,
+        description="A previous experiment directory: its `warm_start_top_k` best trials' configs are run first "
+        "(only keys of this space are taken; configs lacking one are skipped). The rest are checked "
+        "like `points_to_evaluate` before Ray starts: a config outside this space is refused as "
+        "`search.warm_start_from[i].KEY` (i = 0 for the best trial).",
+    )
+    warm_start_top_k: int = Field(3, ge=1, le=MAX_SAMPLES, description="See `warm_start_from`.")
 
 
 class SchedulerConfig(SpecModel):
     """When to stop trials early. ASHA's clock is training tokens, so different batch sizes compare fairly."""
 
-    kind: Literal["asha", "fifo"] = "asha"
-    # First rung, in training tokens; later rungs are grace_period_tokens * reduction_factor**k up to max_tokens.
-    grace_period_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
-    reduction_factor: float = Field(3.0, gt=1)  # finite; at most MAX_RUNGS rungs (JobSpec._rungs)
+    kind: Literal["asha", "fifo"] = Field(
+        "asha",
+        description="`asha`: asynchronous successive halving on **training tokens** (so trials with different "
+        "batch sizes compare fairly). `fifo`: no early stopping.",
+    )
+    grace_period_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_TOKENS,
+        json_schema_extra={"shown_default": "`budget.eval_every_tokens`"},
+        description="ASHA's first rung, in training tokens; at most `budget.max_tokens`.",
+    )
+    # Finite, like every spec float; the rung count is checked across keys by JobSpec._rungs.
+    reduction_factor: float = Field(
+        3.0,
+        gt=1,
+        description="Rungs at `grace_period_tokens × factor^k` tokens up to `max_tokens`; at each rung a trial "
+        "continues only if it is in the top 1/factor of the trials recorded there so far. At most "
+        f"**{MAX_RUNGS} rungs**: a factor so close to 1 that it gives more "
+        "(1.0000001 gives millions, which Ray would set up for minutes without ever stopping a trial) "
+        "is refused with the least factor that fits.",
+    )
 
 
 class Resources(SpecModel):
     """What one trial asks Ray for. Fractional GPUs pack several small trials on one GPU."""
 
-    cpu: float = Field(1.0, gt=0, le=MAX_CPUS)
-    gpu: float = Field(0.0, ge=0, le=MAX_GPUS)
+    cpu: float = Field(
+        1.0,
+        gt=0,
+        le=MAX_CPUS,
+        description="CPUs per trial; torch uses exactly `max(1, int(cpu))` threads, so concurrent trials never "
+        "oversubscribe the cores.",
+    )
+    gpu: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_GPUS,
+        description="GPUs per trial: fractions like 0.25 pack small trials on one GPU; above 1 only whole numbers. "
+        "`gpu: 0` runs on the CPU. A request larger than the largest node fails fast instead of "
+        "pending forever.",
+    )
 
     @pydantic.field_validator("gpu")
     @classmethod
@@ -124,25 +199,100 @@ class Resources(SpecModel):
 class JobSpec(SpecModel):
     """A whole search. See docs/job-spec.md for every key."""
 
-    name: str
-    data: DataConfig
-    model: dict[str, Any] = {}
-    budget: Budget
-    space: dict[str, Dimension]
-    search: SearchConfig = SearchConfig()
-    scheduler: SchedulerConfig = SchedulerConfig()
-    num_samples: int = Field(1, ge=1, le=MAX_SAMPLES)
-    max_concurrent_trials: int | None = Field(None, ge=1, le=MAX_CONCURRENT)
-    resources: Resources = Resources()
-    metric: Literal["val_bpc", "val_ppl"] = "val_bpc"
-    mode: Literal["min", "max"] = "min"
-    storage: str = "experiments"
-    storage_options: StorageOptions = StorageOptions()
-    # Seeds HyperOpt, Ray's variant generator, NumPy and torch: NumPy takes 32-bit seeds only.
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    # Retries of a crashed trial (a lost node, an exception) from its latest checkpoint before it counts as errored.
-    max_failures: int = Field(2, ge=0, le=MAX_FAILURES)
-    keep_checkpoints: int = Field(2, ge=1, le=MAX_KEPT_CHECKPOINTS)
+    name: str = Field(
+        description=f"{NAME_RULE[0].upper()}{NAME_RULE[1:]}. `textune run` refuses an existing name and tells you "
+        "the `textune resume` command instead."
+    )
+    data: DataConfig = Field(
+        description="The corpus and tokenizer: data_pipeline's `DataConfig` ([data.md](data.md), *The `data:` "
+        "section*). Prepared once by the driver before any trial starts; trials read the "
+        "memory-mapped shards."
+    )
+    model: dict[str, Any] = Field(
+        {},
+        description="Fixed trial settings shared by every trial: any trial-config key ([models.md](models.md)), "
+        "e.g. `family`, `n_layers`, `block_size`, `optimizer`, `device`, or the schedule keys "
+        "`lr_schedule`, `cooldown_fraction`, `cooldown_shape` (see *Annealed rung evaluations*). A key "
+        "may be fixed here or searched under `space`, not both. The keys textune derives (`dataset_dir`, "
+        "`max_tokens`, `eval_every_tokens`, `seed`, `num_threads`, `tensorboard_dir`, "
+        "`anneal_at_tokens`) are refused here.",
+    )
+    budget: Budget = Field(description="How much each trial trains; see *`budget`* below.")
+    space: dict[str, Dimension] = Field(
+        description="Not empty. Hyperparameter name (a trial-config key) → one search dimension; see *`space`* below."
+    )
+    search: SearchConfig = Field(SearchConfig(), description="The search algorithm; see *`search`* below.")
+    scheduler: SchedulerConfig = Field(SchedulerConfig(), description="Early stopping; see *`scheduler`* below.")
+    num_samples: int = Field(
+        1,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="Trials to sample. With `grid` dimensions each sample runs every grid point, so the search runs "
+        "`num_samples × (product of grid sizes)` trials. `points_to_evaluate` count among the samples. "
+        "When every dimension is a `grid`, nothing is sampled and each further sample would rerun the "
+        "whole grid identically (same configs, same training seed), so `num_samples` above 1 plus the "
+        "number of `points_to_evaluate` is refused: to train every grid point with several seeds, add "
+        "`seed: {grid: [0, 1, ...]}` to `space`.",
+    )
+    max_concurrent_trials: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CONCURRENT,
+        json_schema_extra={"shown_default": "as many as fit"},
+        description="At most this many trials at once (HyperOpt is wrapped in a ConcurrencyLimiter so it proposes "
+        "from more finished results).",
+    )
+    resources: Resources = Field(Resources(), description="What one trial asks Ray for; see *`resources`* below.")
+    metric: Literal["val_bpc", "val_ppl"] = Field(
+        "val_bpc",
+        description="What the searcher and scheduler optimise. `val_bpc` (bits per character) compares across "
+        "tokenizers; `val_ppl` is per token.",
+    )
+    # Only min: both metrics are losses, and `max` would have the searcher and ASHA keep the worst trials.
+    mode: Literal["min"] = Field(
+        "min", description="Direction of `metric`: `min` only (both metrics are minimised; `max` is refused)."
+    )
+    storage: str = Field(
+        "experiments",
+        description="Where experiments live: a local directory (relative to the working directory) or a URI such "
+        "as `s3://bucket/prefix` (pyarrow filesystems). The experiment is `STORAGE/NAME/`.",
+    )
+    storage_options: StorageOptions = Field(
+        StorageOptions(),
+        description="How to reach remote storage (cluster.storage's `StorageOptions`): `endpoint_override` "
+        "(HOST:PORT or URL of an S3-compatible server; default `$AWS_ENDPOINT_URL_S3`, "
+        "`$AWS_ENDPOINT_URL`), `scheme` (`http`/`https`), `region`, `anonymous` (default false), "
+        "`min_free_gb` (free space a local storage path must have, default 1). The storage is checked "
+        "writable before anything starts. With remote storage the prepared dataset is uploaded once "
+        "and each node caches it on first use.",
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="Seeds the searcher (HyperOpt's `random_state_seed`, BasicVariantGenerator's `random_state`) "
+        "and every trial's training; NumPy's seed range. A rerun of the same spec reproduces "
+        "everything with `max_concurrent_trials: 1`; with more slots only the `points_to_evaluate`, "
+        "HyperOpt's first `n_initial_points` proposals and the configs of `random` and `grid`, while "
+        "later HyperOpt proposals and ASHA's stop decisions depend on the order results arrive "
+        "([tuning.md](tuning.md), *Reproducibility*).",
+    )
+    max_failures: int = Field(
+        2,
+        ge=0,
+        le=MAX_FAILURES,
+        description="Retries of a trial that crashed (an exception, or its node was lost) from its latest intact "
+        "checkpoint before it is recorded as `errored`; 0 turns retries off. See "
+        "[reliability.md](reliability.md).",
+    )
+    keep_checkpoints: int = Field(
+        2,
+        ge=1,
+        le=MAX_KEPT_CHECKPOINTS,
+        description="Checkpoints kept per trial: the best by `metric`, and always the latest. With 2 or more, a "
+        "trial whose latest checkpoint is damaged falls back to an intact one "
+        "([reliability.md](reliability.md)).",
+    )
 
     @pydantic.field_validator("name")
     @classmethod
@@ -152,6 +302,16 @@ class JobSpec(SpecModel):
             raise ValueError(NAME_RULE + length)
         return name
 
+    @pydantic.field_validator("mode", mode="before")
+    @classmethod
+    def _minimised(cls, mode: Any) -> Any:
+        if mode == "max":
+            raise ValueError(
+                "both metrics (val_bpc, val_ppl) are minimised, lower is better: with max the searcher "
+                "and ASHA would keep the worst trials; remove mode: or set it to min"
+            )
+        return mode
+
     @pydantic.field_validator("space")
     @classmethod
     def _not_empty(cls, space: dict[str, Dimension]) -> dict[str, Dimension]:
@@ -160,24 +320,28 @@ class JobSpec(SpecModel):
         return space
 
     @pydantic.model_validator(mode="after")
-    def _consistent(self) -> "JobSpec":
+    def _consistent(self) -> JobSpec:
         # Every rule across keys is checked and all that fail are reported together: one run to fix them all.
-        problems = [problem for check in (self._derived_keys, self._grids, self._budget_fits, self._rungs,
-                                          self._rung_model) for problem in check()]
+        problems = [
+            problem
+            for check in (self._derived_keys, self._grids, self._budget_fits, self._rungs, self._rung_model)
+            for problem in check()
+        ]
         if len(problems) == 1:
             raise ValueError(problems[0])
         if problems:
-            raise ValueError(f"{len(problems)} problems: " + "; ".join(f"({n}) {p}" for n, p in
-                                                                       enumerate(problems, 1)))
+            raise ValueError(f"{len(problems)} problems: " + "; ".join(f"({n}) {p}" for n, p in enumerate(problems, 1)))
         return self
 
     def _derived_keys(self) -> list[str]:
         problems = []
         derived = sorted(DERIVED_TRIAL_KEYS & (set(self.model) | (set(self.space) - SEARCHABLE_DERIVED_KEYS)))
         if derived:
-            problems.append(f"{', '.join(derived)} cannot be set under model: or space:; textune derives it "
-                            "(budget.max_tokens, budget.eval_every_tokens, seed, resources.cpu, the dataset, "
-                            "ASHA's rungs; only seed may be searched under space:)")
+            problems.append(
+                f"{', '.join(derived)} cannot be set under model: or space:; textune derives it "
+                "(budget.max_tokens, budget.eval_every_tokens, seed, resources.cpu, the dataset, "
+                "ASHA's rungs; only seed may be searched under space:)"
+            )
         both = sorted(set(self.model) & set(self.space))
         if both:
             problems.append(f"{', '.join(both)}: fixed under model: and searched under space:; keep one")
@@ -187,31 +351,41 @@ class JobSpec(SpecModel):
         problems = []
         grids = [name for name, d in self.space.items() if d.kind == "grid"]
         if self.search.algorithm in TPE_ALGORITHMS and grids:
-            problems.append(f"{self.search.algorithm} cannot search grid dimensions ({', '.join(grids)}); write "
-                            "them as choice: [...] or set search.algorithm to grid or random")
+            problems.append(
+                f"{self.search.algorithm} cannot search grid dimensions ({', '.join(grids)}); write "
+                "them as choice: [...] or set search.algorithm to grid or random"
+            )
         if self.search.algorithm == "grid" and len(grids) != len(self.space):
             others = sorted(set(self.space) - set(grids))
-            problems.append(f"search.algorithm grid enumerates grid dimensions only, but {', '.join(others)} "
-                            "are sampled; write them as grid: [...] or use search.algorithm random")
+            problems.append(
+                f"search.algorithm grid enumerates grid dimensions only, but {', '.join(others)} "
+                "are sampled; write them as grid: [...] or use search.algorithm random"
+            )
         # With nothing sampled, every sample beyond the points to evaluate runs the whole grid again, trial for
         # trial identical (same config, same training seed): twice the compute for nothing.
         repeats = self.num_samples - len(self.search.points_to_evaluate)
         if grids and len(grids) == len(self.space) and repeats > 1:
-            seeds = ("; to train every grid point with more seeds, add more seeds to space.seed's grid"
-                     if "seed" in self.space else
-                     "; to train every grid point with several seeds, add seed: {grid: [0, 1, ...]} to space:")
+            seeds = (
+                "; to train every grid point with more seeds, add more seeds to space.seed's grid"
+                if "seed" in self.space
+                else "; to train every grid point with several seeds, add seed: {grid: [0, 1, ...]} to space:"
+            )
             points = len(self.search.points_to_evaluate)
             fits = f"{points + 1} (one per point to evaluate, and 1 for the grid)" if points else "1"
-            problems.append(f"num_samples ({self.num_samples}) would run every grid point {repeats} times with the "
-                            "same training seed, identically: every dimension is a grid, so nothing is sampled. "
-                            f"Set num_samples to {fits}{seeds}")
+            problems.append(
+                f"num_samples ({self.num_samples}) would run every grid point {repeats} times with the "
+                "same training seed, identically: every dimension is a grid, so nothing is sampled. "
+                f"Set num_samples to {fits}{seeds}"
+            )
         return problems
 
     def _rung_model(self) -> list[str]:
         if self.search.algorithm in RUNG_ALGORITHMS and self.scheduler.kind != "asha":
-            return [f"search.algorithm {self.search.algorithm} models the results at each ASHA rung, but "
-                    f"scheduler.kind {self.scheduler.kind} has no rungs to model; set scheduler.kind to asha, or "
-                    "search.algorithm to hyperopt"]
+            return [
+                f"search.algorithm {self.search.algorithm} models the results at each ASHA rung, but "
+                f"scheduler.kind {self.scheduler.kind} has no rungs to model; set scheduler.kind to asha, or "
+                "search.algorithm to hyperopt"
+            ]
         return []
 
     def _budget_fits(self) -> list[str]:
@@ -219,11 +393,15 @@ class JobSpec(SpecModel):
         budget, grace = self.budget, self.scheduler.grace_period_tokens
         follow = " (leave it out and it follows budget.max_tokens)"
         if budget.eval_every_tokens > budget.max_tokens:
-            problems.append(f"budget.eval_every_tokens ({budget.eval_every_tokens}) exceeds budget.max_tokens "
-                            f"({budget.max_tokens}), so no trial would ever be evaluated{follow}")
+            problems.append(
+                f"budget.eval_every_tokens ({budget.eval_every_tokens}) exceeds budget.max_tokens "
+                f"({budget.max_tokens}), so no trial would ever be evaluated{follow}"
+            )
         if grace is not None and grace > budget.max_tokens:
-            problems.append(f"scheduler.grace_period_tokens ({grace}) exceeds budget.max_tokens "
-                            f"({budget.max_tokens}); no trial could reach the first rung{follow}")
+            problems.append(
+                f"scheduler.grace_period_tokens ({grace}) exceeds budget.max_tokens "
+                f"({budget.max_tokens}); no trial could reach the first rung{follow}"
+            )
         return problems
 
     def _rungs(self) -> list[str]:
@@ -235,10 +413,12 @@ class JobSpec(SpecModel):
         ratio = self.budget.max_tokens / self.grace_period_tokens
         # floor(log(ratio) / log(f)) + 1 <= MAX_RUNGS holds for every f >= ratio ** (1 / (MAX_RUNGS - 1)).
         least = math.ceil(ratio ** (1 / (MAX_RUNGS - 1)) * 1000) / 1000
-        return [f"scheduler.reduction_factor ({self.scheduler.reduction_factor!r}) gives ASHA {count:,} rungs "
-                f"between grace_period_tokens ({self.grace_period_tokens}) and budget.max_tokens "
-                f"({self.budget.max_tokens}); at most {MAX_RUNGS} are allowed: set reduction_factor to {least:g} "
-                "or more, or raise scheduler.grace_period_tokens"]
+        return [
+            f"scheduler.reduction_factor ({self.scheduler.reduction_factor!r}) gives ASHA {count:,} rungs "
+            f"between grace_period_tokens ({self.grace_period_tokens}) and budget.max_tokens "
+            f"({self.budget.max_tokens}); at most {MAX_RUNGS} are allowed: set reduction_factor to {least:g} "
+            "or more, or raise scheduler.grace_period_tokens"
+        ]
 
     @property
     def grace_period_tokens(self) -> int:
@@ -288,7 +468,8 @@ def may_use_wsd(spec: JobSpec) -> bool:
     """Whether a trial of ``spec`` can train with ``lr_schedule: wsd`` (fixed under model: or a searched value)."""
     searched = spec.space.get("lr_schedule")
     return spec.model.get("lr_schedule") == "wsd" or (
-        searched is not None and searched.kind in ("choice", "grid") and "wsd" in searched.values)
+        searched is not None and searched.kind in ("choice", "grid") and "wsd" in searched.values
+    )
 
 
 def fixed_trial_params(spec: JobSpec, dataset_dir: str) -> dict[str, Any]:
@@ -321,14 +502,19 @@ def check_trial_configs(spec: JobSpec, where: str) -> None:
     fixed = fixed_trial_params(spec, dataset_dir="(prepared dataset)")
     for sample, varied in validation_samples(spec.space):
         # The base sample (nothing varied) takes every dimension's lowest value: any of them may be the culprit.
-        shown = ", ".join(f"space.{name} = {value!r} ({spec.space[name].kind} {spec.space[name].values})"
-                          for name, value in (varied or sample).items())
+        shown = ", ".join(
+            f"space.{name} = {value!r} ({spec.space[name].kind} {spec.space[name].values})"
+            for name, value in (varied or sample).items()
+        )
         try:
             parse_trial_config({**fixed, **trainer_params(sample)}, f"{where}: with {shown}")
         except TextuneError as exc:
-            raise TextuneError(exc.message, "Fix model: or space: so every value a dimension can produce is a "
-                                            "valid trial setting (a whole-number key takes randint, choice, or "
-                                            "quniform with a whole q), then run again.") from exc
+            raise TextuneError(
+                exc.message,
+                "Fix model: or space: so every value a dimension can produce is a "
+                "valid trial setting (a whole-number key takes randint, choice, or "
+                "quniform with a whole q), then run again.",
+            ) from exc
     for index, point in enumerate(spec.search.points_to_evaluate):
         check_point(spec, point, f"{where}: search.points_to_evaluate[{index}]")
 
@@ -346,17 +532,22 @@ def check_point(spec: JobSpec, point: dict[str, Any], label: str) -> None:
     if unknown:
         name = str(unknown[0])
         fixed = " (to fix it for every trial, set it under model:)" if name in TrialConfig.model_fields else ""
-        raise TextuneError(f'{label}.{name} is not a searched key{fixed}.{did_you_mean(name, spec.space)} '
-                           f"Searched keys: {', '.join(spec.space)}.", hint)
+        raise TextuneError(
+            f"{label}.{name} is not a searched key{fixed}.{did_you_mean(name, spec.space)} "
+            f"Searched keys: {', '.join(spec.space)}.",
+            hint,
+        )
     missing = [name for name, d in spec.space.items() if name not in point and d.kind != "grid"]
     if missing:
-        raise TextuneError(f"{label}.{missing[0]} is missing: a point gives a value for every searched key "
-                           f"(missing: {', '.join(missing)}; only grid keys may be left out, to be crossed with "
-                           "the point).", hint)
+        raise TextuneError(
+            f"{label}.{missing[0]} is missing: a point gives a value for every searched key "
+            f"(missing: {', '.join(missing)}; only grid keys may be left out, to be crossed with "
+            "the point).",
+            hint,
+        )
     for name, value in point.items():
         refusal = spec.space[name].refusal(value)
         if refusal is not None:
             raise TextuneError(f"{label}.{name} = {value!r} {refusal}.", hint)
     config = {**base_sample(spec.space), **point}
-    parse_trial_config({**fixed_trial_params(spec, dataset_dir="(prepared dataset)"), **trainer_params(config)},
-                       label)
+    parse_trial_config({**fixed_trial_params(spec, dataset_dir="(prepared dataset)"), **trainer_params(config)}, label)

@@ -36,7 +36,13 @@ class InterruptAtDeadline(tune.Callback):
         self.seconds = seconds
         self._timer: threading.Timer | None = None
 
-    def setup(self, **info: Any) -> None:
+    def setup(
+        self,
+        stop: tune.Stopper | None = None,
+        num_samples: int | None = None,
+        total_num_samples: int | None = None,
+        **info: Any,
+    ) -> None:
         if not callable(signal.getsignal(signal.SIGUSR1)):
             # No Ray Tune handler (a resumed search outside the main thread): the signal would kill the process.
             return

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow.fs
 import ray
 from ray import tune
 
 from cluster.storage import StorageOptions
+from models.status import TrialStatus
 from textune.errors import TextuneError
 from tune_jobs.space import trainer_params
 
@@ -65,9 +67,14 @@ def checkpoints_newest_first(latest: tune.Checkpoint) -> list[tune.Checkpoint]:
     if latest_index is None:  # not in a trial directory: nothing to fall back to
         return [latest]
     parent = latest.path.rstrip("/").rpartition("/")[0]
-    found = latest.filesystem.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
-    older = sorted((index, info.path) for info in found if info.type == pyarrow.fs.FileType.Directory
-                   and (index := _checkpoint_index(info.path)) is not None and index < latest_index)
+    found = _filesystem(latest).get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
+    older = sorted(
+        (index, info.path)
+        for info in found
+        if info.type == pyarrow.fs.FileType.Directory
+        and (index := _checkpoint_index(info.path)) is not None
+        and index < latest_index
+    )
     return [latest, *(tune.Checkpoint(path, latest.filesystem) for _, path in reversed(older))]
 
 
@@ -103,23 +110,38 @@ def refused_config(trial_config: dict[str, Any]) -> str | None:
 def report_refused_config(message: str) -> None:
     """End a trial whose config cannot work: one final report and no exception, so Ray does not retry it."""
     inf = float("inf")
-    TuneReporter().report({"tokens": 0, "status": "errored", "error": message,
-                           "val_loss": inf, "val_ppl": inf, "val_bpc": inf, "best_val_bpc": inf})
+    TuneReporter().report(
+        {
+            "tokens": 0,
+            "status": TrialStatus.ERRORED,
+            "error": message,
+            "val_loss": inf,
+            "val_ppl": inf,
+            "val_bpc": inf,
+            "best_val_bpc": inf,
+        }
+    )
 
 
 def tune_trial(config: dict[str, Any], fixed: dict[str, Any], storage_options: StorageOptions) -> None:
     """Run one trial: fixed + sampled params (less ``ignored_`` control knobs), TensorBoard curves in the trial's
-    own directory.
+    own directory (its HParams session is the driver's: tune_jobs.hparams).
 
     ``fixed["dataset_dir"]`` is the driver's dataset directory, or its URI in remote storage, which is
     downloaded once into this node's dataset cache.
     """
     from cluster.dataset_sync import materialize_dataset
+    from models.trainer import use_tensor_cores
     from models.trial import run_trial
 
+    use_tensor_cores()  # process-wide; a reused actor's later trials find it set
     dataset_dir = str(materialize_dataset(fixed["dataset_dir"], storage_options))
-    trial_config = {**fixed, **trainer_params(config), "dataset_dir": dataset_dir,
-                    "tensorboard_dir": tune.get_context().get_trial_dir()}
+    trial_config = {
+        **fixed,
+        **trainer_params(config),
+        "dataset_dir": dataset_dir,
+        "tensorboard_dir": tune.get_context().get_trial_dir(),
+    }
     refusal = refused_config(trial_config)
     if refusal is not None:
         logger.error("this trial's config cannot work, so it ends without retries: %s", refusal)
@@ -129,11 +151,17 @@ def tune_trial(config: dict[str, Any], fixed: dict[str, Any], storage_options: S
     if checkpoint is not None:
         # A restored trial (after resume or a worker failure) continues from its newest intact checkpoint.
         for checkpoint_dir, meta in intact_checkpoints(checkpoint):
-            run_trial(trial_config, TuneReporter(restored_from_tokens=meta["tokens"]), resume_from=checkpoint_dir)
+            run_trial(
+                trial_config,
+                TuneReporter(restored_from_tokens=meta["tokens"]),
+                resume_from=checkpoint_dir,
+                hparams_session=False,
+            )
             return
-        logger.warning("no intact checkpoint of this trial is left (latest: %s); it starts again from scratch",
-                       checkpoint.path)
-    run_trial(trial_config, TuneReporter())
+        logger.warning(
+            "no intact checkpoint of this trial is left (latest: %s); it starts again from scratch", checkpoint.path
+        )
+    run_trial(trial_config, TuneReporter(), hparams_session=False)
 
 
 def restorable(function: Any) -> type:
@@ -154,18 +182,30 @@ def restorable(function: Any) -> type:
                 return
             older = [c for c in checkpoints_newest_first(checkpoint)[1:] if _exists(c)]
             if not older:
-                logger.warning("the checkpoint to restore this trial from is gone from storage (%s), and no older "
-                               "one is left; the trial starts again from scratch", checkpoint.path)
+                logger.warning(
+                    "the checkpoint to restore this trial from is gone from storage (%s), and no older "
+                    "one is left; the trial starts again from scratch",
+                    checkpoint.path,
+                )
                 return
-            logger.warning("the checkpoint to restore this trial from is gone from storage (%s); it continues "
-                           "from the older %s", checkpoint.path, older[0].path)
+            logger.warning(
+                "the checkpoint to restore this trial from is gone from storage (%s); it continues from the older %s",
+                checkpoint.path,
+                older[0].path,
+            )
             super().restore(type(checkpoint_path)(checkpoint=older[0], metrics=checkpoint_path.metrics))
 
     return RestoreWhatIsLeft
 
 
 def _exists(checkpoint: tune.Checkpoint) -> bool:
-    return checkpoint.filesystem.get_file_info(checkpoint.path).type != pyarrow.fs.FileType.NotFound
+    return _filesystem(checkpoint).get_file_info(checkpoint.path).type != pyarrow.fs.FileType.NotFound
+
+
+def _filesystem(checkpoint: tune.Checkpoint) -> pyarrow.fs.FileSystem:
+    # Typed Optional, but a Checkpoint given no file system infers one from its path in __init__.
+    assert checkpoint.filesystem is not None
+    return checkpoint.filesystem
 
 
 def build_trainable(fixed: dict[str, Any], resources: dict[str, float], storage_options: StorageOptions) -> Any:

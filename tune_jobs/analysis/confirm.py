@@ -14,18 +14,25 @@ from typing import Any
 
 import pandas as pd
 
+from models.status import TrialStatus
 from textune.errors import TextuneError
-from tune_jobs.analysis.confirm_plan import (Candidate, ConfirmOptions, confirmation_spec, describe_plan, same_plan,
-                                             top_candidates)
+from tune_jobs.analysis.confirm_plan import (
+    Candidate,
+    ConfirmOptions,
+    confirmation_spec,
+    describe_plan,
+    same_plan,
+    top_candidates,
+)
 from tune_jobs.analysis.confirm_summary import summarize
 from tune_jobs.analysis.store import CONFIRM_FILE, write_analysis
 from tune_jobs.experiment import Experiment, experiment_at, open_experiment
-from tune_jobs.results import read_trials
+from tune_jobs.results.parquet import read_trials
 from tune_jobs.space import trainer_params
 from tune_jobs.spec import JobSpec, fixed_trial_params, load_saved_spec
 
 # Statuses of the runs a rerun continues (a diverged or out-of-memory run is a result, not a failure).
-_OPEN_STATUSES = ("unfinished", "errored")
+_OPEN_STATUSES = (TrialStatus.UNFINISHED, TrialStatus.ERRORED)
 
 
 @dataclass
@@ -57,8 +64,7 @@ def confirm_experiment(experiment_dir: str, options: ConfirmOptions, address: st
     return Confirmation(target.root, 0, summary)
 
 
-def _run_or_resume(plan: JobSpec, target: Experiment, candidates: list[Candidate],
-                   address: str | None) -> pd.DataFrame:
+def _run_or_resume(plan: JobSpec, target: Experiment, candidates: list[Candidate], address: str | None) -> pd.DataFrame:
     """The results table of the confirmation run, after running or continuing it as needed."""
     if not target.exists():
         check_runnable(plan, candidates)
@@ -68,7 +74,8 @@ def _run_or_resume(plan: JobSpec, target: Experiment, candidates: list[Candidate
         raise TextuneError(
             f"{target.root} holds a confirmation run with other settings (it has {describe_plan(saved)}; or the "
             "search's best configs changed since it started); textune does not overwrite it.",
-            f"Rerun with the options it was started with, or move {target.root} away to start a new one.")
+            f"Rerun with the options it was started with, or move {target.root} away to start a new one.",
+        )
     try:
         # A finished confirmation's results table answers without starting (or even importing) Ray.
         trials = read_trials(target)
@@ -112,6 +119,8 @@ def check_runnable(plan: JobSpec, candidates: list[Candidate]) -> None:
         dataset = TokenDataset.open(dataset_dir, Fold(fold, len(folds)) if fold is not None else None)
         replication = {"seed": seed} if fold is None else {"seed": seed, "fold": fold}
         for candidate in candidates:
-            config = parse_trial_config({**fixed, **trainer_params(candidate.config), **replication},
-                                        f"confirmation config of trial {candidate.trial_id}")
+            config = parse_trial_config(
+                {**fixed, **trainer_params(candidate.config), **replication},
+                f"confirmation config of trial {candidate.trial_id}",
+            )
             dataset.check_block_size(config.block_size)

@@ -26,7 +26,7 @@ import pydantic
 from textune.config import StrictModel, validate
 from textune.errors import TextuneError
 from tune_jobs.experiment import Experiment
-from tune_jobs.results import searched_config
+from tune_jobs.results.table import searched_config
 from tune_jobs.space import Dimension, trainer_params
 from tune_jobs.spec import Budget, JobSpec, SchedulerConfig, SearchConfig
 
@@ -55,8 +55,10 @@ class ConfirmOptions(StrictModel):
     @classmethod
     def _two_or_more(cls, value: int | None) -> int | None:
         if value is not None and value < 2:
-            raise ValueError(f"--folds {value} leaves no chunk to train on; give 2 or more folds, or leave --folds "
-                             "out to validate on the prepared val split")
+            raise ValueError(
+                f"--folds {value} leaves no chunk to train on; give 2 or more folds, or leave --folds "
+                "out to validate on the prepared val split"
+            )
         return value
 
 
@@ -82,7 +84,8 @@ def top_candidates(trials: pd.DataFrame, k: int, where: str) -> list[Candidate]:
         raise TextuneError(
             f"--top-k {k} asks for more configs than {where} has: {len(trials)} trials, {len(distinct)} distinct "
             "configs with a finite metric.",
-            f"Give --top-k {len(distinct)} or less." if distinct else "Resume or rerun the search first.")
+            f"Give --top-k {len(distinct)} or less." if distinct else "Resume or rerun the search first.",
+        )
     return list(distinct.values())[:k]
 
 
@@ -91,25 +94,35 @@ def confirmation_seeds(spec: JobSpec, count: int) -> list[int]:
     return [spec.seed + offset for offset in range(1, count + 1)]
 
 
-def confirmation_spec(spec: JobSpec, experiment: Experiment, candidates: list[Candidate],
-                      options: ConfirmOptions) -> JobSpec:
+def confirmation_spec(
+    spec: JobSpec, experiment: Experiment, candidates: list[Candidate], options: ConfirmOptions
+) -> JobSpec:
     """The job spec of the confirmation run of ``candidates``, stored under ``experiment``/confirm."""
     fold_keys = sorted(set(FOLD_KEYS) & (set(spec.model) | set(spec.space)))
     if options.folds is not None and fold_keys:
-        raise TextuneError(f"the search of {experiment.root} already sets {', '.join(fold_keys)}, so --folds "
-                           "cannot choose the validation folds.", "Leave --folds out.")
+        raise TextuneError(
+            f"the search of {experiment.root} already sets {', '.join(fold_keys)}, so --folds "
+            "cannot choose the validation folds.",
+            "Leave --folds out.",
+        )
     # Points fix every searched key, so a grid dimension of the search is one choice among its values here.
-    space = {name: Dimension(choice=dimension.values) if dimension.kind == "grid" else dimension
-             for name, dimension in spec.space.items() if name != "seed"}
+    space = {
+        name: Dimension(choice=dimension.values) if dimension.kind == "grid" else dimension
+        for name, dimension in spec.space.items()
+        if name != "seed"
+    }
     space["seed"] = Dimension(grid=confirmation_seeds(spec, options.seeds))
     model = dict(spec.model)
     if options.folds is not None:
         space["fold"] = Dimension(grid=list(range(options.folds)))
         model["num_folds"] = options.folds
     data = {
-        **spec.model_dump(mode="json", exclude={"name", "storage", "budget", "search", "scheduler", "space", "model",
-                                                "num_samples"}),
-        "name": CONFIRM_NAME, "storage": experiment.root, "model": model,
+        **spec.model_dump(
+            mode="json", exclude={"name", "storage", "budget", "search", "scheduler", "space", "model", "num_samples"}
+        ),
+        "name": CONFIRM_NAME,
+        "storage": experiment.root,
+        "model": model,
         "space": {name: dimension.model_dump(exclude_none=True) for name, dimension in space.items()},
         "budget": Budget(max_tokens=spec.budget.max_tokens, eval_every_tokens=spec.budget.eval_every_tokens),
         "search": SearchConfig(algorithm="random", points_to_evaluate=[c.config for c in candidates]),
@@ -127,5 +140,6 @@ def same_plan(saved: JobSpec, planned: JobSpec) -> bool:
 def describe_plan(spec: JobSpec) -> str:
     """``top-k K, seeds S, folds F`` of a confirmation spec (for messages about a stored run)."""
     folds = spec.space.get("fold")
-    return (f"top-k {spec.num_samples}, seeds {len(spec.space['seed'].values)}"
-            + (f", folds {len(folds.values)}" if folds else ", no folds"))
+    return f"top-k {spec.num_samples}, seeds {len(spec.space['seed'].values)}" + (
+        f", folds {len(folds.values)}" if folds else ", no folds"
+    )

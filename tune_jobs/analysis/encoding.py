@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from tune_jobs.results import CONFIG_PREFIX, plain_value
+from tune_jobs.results.table import CONFIG_PREFIX, plain_value
 from tune_jobs.space import SearchSpace
 
 CURVE_POINTS = 50
@@ -57,7 +57,7 @@ class ParamAxis:
             encoded = np.unique(np.round(np.linspace(self.low + 0.5, self.high - 0.5, CURVE_POINTS)))
             return [int(v) for v in encoded], encoded
         encoded = np.linspace(self.low, self.high, CURVE_POINTS)
-        shown = 10.0 ** encoded if self.log else encoded
+        shown = 10.0**encoded if self.log else encoded
         return [float(v) for v in shown], encoded
 
 
@@ -73,8 +73,9 @@ def param_axes(space: SearchSpace, trials: pd.DataFrame) -> list[ParamAxis]:
                 if _key(value) not in known:
                     known.add(_key(value))
                     categories.append(plain_value(value))
-            axes.append(ParamAxis(name, "categorical", False, -0.5, len(categories) - 0.5,
-                                  categories=tuple(categories)))
+            axes.append(
+                ParamAxis(name, "categorical", False, -0.5, len(categories) - 0.5, categories=tuple(categories))
+            )
             continue
         log = dimension.kind == "loguniform"
         low, high = float(dimension.values[0]), float(dimension.values[1])

@@ -18,8 +18,9 @@ caller's job (``bounds``: one [low, high] row per feature).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class TreePartition:
     cell_edges: tuple[np.ndarray, ...]  # per feature: range ends and the tree's split points, sorted
 
     @classmethod
-    def from_tree(cls, tree: Any, bounds: np.ndarray) -> "TreePartition":
+    def from_tree(cls, tree: Any, bounds: np.ndarray) -> TreePartition:
         """From a fitted ``sklearn.tree._tree.Tree`` over features bounded by ``bounds`` (d, 2)."""
         n_nodes, n_features = tree.node_count, len(bounds)
         lower = np.full((n_nodes, n_features), -np.inf)
@@ -60,8 +61,13 @@ class TreePartition:
             splits = tree.threshold[tree.feature == feature]
             inside = np.unique(splits[(splits > low[feature]) & (splits < high[feature])])
             edges.append(np.concatenate(([low[feature]], inside, [high[feature]])))
-        return cls(lower[leaves], upper[leaves], tree.value[leaves, 0, 0],
-                   np.clip(covered, 0.0, None) / (high - low), tuple(edges))
+        return cls(
+            lower[leaves],
+            upper[leaves],
+            tree.value[leaves, 0, 0],
+            np.clip(covered, 0.0, None) / (high - low),
+            tuple(edges),
+        )
 
     @property
     def volume(self) -> np.ndarray:
@@ -79,8 +85,10 @@ class TreePartition:
         if len(features) not in (1, 2):
             raise ValueError(f"marginals of one feature or a pair only, not {len(features)}")
         others = np.delete(self.coverage, list(features), axis=1).prod(axis=1)  # (L,)
-        inside = [((self.lower[:, f] < x[:, None]) & (x[:, None] <= self.upper[:, f])).astype(np.float64)
-                  for f, x in zip(features, axes)]  # each (P_k, L)
+        inside = [
+            ((self.lower[:, f] < x[:, None]) & (x[:, None] <= self.upper[:, f])).astype(np.float64)
+            for f, x in zip(features, axes, strict=True)
+        ]  # each (P_k, L)
         weighted = inside[0] * (self.value * others)  # (P_0, L)
         # Summing over the leaves for every pair of points is a matrix product.
         return weighted.sum(axis=1) if len(features) == 1 else weighted @ inside[1].T
@@ -113,8 +121,9 @@ class ForestAnova:
 
     def _main_variances(self) -> np.ndarray:
         if self._main is None:
-            self._main = np.array([[p.marginal_variance((f,)) for f in range(len(self.bounds))]
-                                   for p, _ in self.varying]).reshape(len(self.varying), len(self.bounds))
+            self._main = np.array(
+                [[p.marginal_variance((f,)) for f in range(len(self.bounds))] for p, _ in self.varying]
+            ).reshape(len(self.varying), len(self.bounds))
         return self._main
 
     def main_effect_shares(self) -> np.ndarray:
@@ -135,8 +144,10 @@ class ForestAnova:
         if not self.varying:
             return 0.0
         main = self._main_variances()
-        shares = [max(0.0, p.marginal_variance((first, second)) - main[t, first] - main[t, second]) / variance
-                  for t, (p, variance) in enumerate(self.varying)]
+        shares = [
+            max(0.0, p.marginal_variance((first, second)) - main[t, first] - main[t, second]) / variance
+            for t, (p, variance) in enumerate(self.varying)
+        ]
         return float(np.mean(shares))
 
     def main_effect_curve(self, feature: int, points: np.ndarray) -> np.ndarray:

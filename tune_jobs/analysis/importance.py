@@ -18,16 +18,17 @@ import numpy as np
 import pandas as pd
 import pydantic
 
+from models.status import TRAINER_FAILURES, TrialStatus
 from textune.config import StrictModel
 from textune.errors import TextuneError
 from tune_jobs.analysis.encoding import ParamAxis, param_axes
 from tune_jobs.analysis.fanova import ForestAnova
-from tune_jobs.results import CONFIG_PREFIX, TRAINER_FAILURES
+from tune_jobs.results.table import CONFIG_PREFIX
 from tune_jobs.spec import JobSpec
 
 # Trials whose result says something about their config. Errored trials crashed (a fault, not the config) and
 # unfinished ones have not had their say.
-FINISHED = ("completed", "early_stopped", *TRAINER_FAILURES)
+FINISHED = (TrialStatus.COMPLETED, TrialStatus.EARLY_STOPPED, *TRAINER_FAILURES)
 TOP_INTERACTIONS = 3
 # A forest of this size fits 500 trials in well under a second; more trees barely move the shares.
 N_TREES = 64
@@ -121,15 +122,18 @@ def surrogate_rows(trials: pd.DataFrame, spec: JobSpec) -> SurrogateRows:
         raise TextuneError(
             f"hyperparameter importance needs at least 2 finished trials with a result, and this experiment has "
             f"{int(scored.sum())} finished with a finite {spec.metric} ({counts or 'no trials'}).",
-            "Let the search finish (textune resume EXPERIMENT) or run more samples, then analyze again.")
+            "Let the search finish (textune resume EXPERIMENT) or run more samples, then analyze again.",
+        )
     worst = sign * np.max(sign * scores[scored])
     values = np.where(scored, scores, worst)
     tokens = finished["tokens"].astype(float).to_numpy()
     full = float(tokens[scored].max())
     weights = np.where(scored, tokens / full, 1.0)
-    rule = (f"each finished trial at its last reported budget (its best {spec.metric} up to there), weighted "
-            f"by its tokens / {full:,.0f} (the most any trial trained); diverged or out-of-memory trials count "
-            f"as the worst result at full weight")
+    rule = (
+        f"each finished trial at its last reported budget (its best {spec.metric} up to there), weighted "
+        f"by its tokens / {full:,.0f} (the most any trial trained); diverged or out-of-memory trials count "
+        f"as the worst result at full weight"
+    )
     return SurrogateRows(finished, values, weights, rule)
 
 
@@ -139,9 +143,11 @@ def analyze_importance(trials: pd.DataFrame, spec: JobSpec, seed: int = 0) -> Im
 
     rows = surrogate_rows(trials, spec)
     if np.ptp(rows.values) == 0:
-        raise TextuneError(f"all {len(rows.values)} finished trials scored the same {spec.metric} "
-                           f"({rows.values[0]:.6g}), so no hyperparameter explains any difference.",
-                           "Widen the search space or train longer (budget.max_tokens), then analyze again.")
+        raise TextuneError(
+            f"all {len(rows.values)} finished trials scored the same {spec.metric} "
+            f"({rows.values[0]:.6g}), so no hyperparameter explains any difference.",
+            "Widen the search space or train longer (budget.max_tokens), then analyze again.",
+        )
     axes = param_axes(spec.space, rows.trials)
     features = np.column_stack([axis.encode(rows.trials[CONFIG_PREFIX + axis.name]) for axis in axes])  # (N, d)
     bounds = np.array([[axis.low, axis.high] for axis in axes])  # (d, 2)
@@ -149,9 +155,15 @@ def analyze_importance(trials: pd.DataFrame, spec: JobSpec, seed: int = 0) -> Im
     forest.fit(features, rows.values, sample_weight=rows.weights)
     n_trials, oob_r2 = len(rows.values), float(forest.oob_score_)
     evidence: dict[str, Any] = {
-        "metric": spec.metric, "mode": spec.mode, "n_trials": n_trials, "n_hyperparameters": len(axes),
-        "trials_needed": TRIALS_PER_HYPERPARAMETER * len(axes), "budget_rule": rows.rule, "oob_r2": oob_r2,
-        "no_ranking_reason": no_ranking_reason(n_trials, len(axes), oob_r2)}
+        "metric": spec.metric,
+        "mode": spec.mode,
+        "n_trials": n_trials,
+        "n_hyperparameters": len(axes),
+        "trials_needed": TRIALS_PER_HYPERPARAMETER * len(axes),
+        "budget_rule": rows.rule,
+        "oob_r2": oob_r2,
+        "no_ranking_reason": no_ranking_reason(n_trials, len(axes), oob_r2),
+    }
     if evidence["no_ranking_reason"] is not None:  # no ranking, no curves: the chance levels are not needed
         return ImportanceReport(**evidence, importance=[], main_effects={}, interactions=[])
     anova = ForestAnova(forest, bounds)
@@ -160,15 +172,28 @@ def analyze_importance(trials: pd.DataFrame, spec: JobSpec, seed: int = 0) -> Im
     chance_mean = chance.mean(axis=0)  # (d,)
     order = np.argsort(-shares, kind="stable")
     top = [int(i) for i in order[:TOP_INTERACTIONS]]
-    interactions = sorted((Interaction(params=[axes[i].name, axes[j].name], share=anova.interaction_share(i, j))
-                           for i, j in combinations(top, 2)), key=lambda pair: -pair.share)
+    interactions = sorted(
+        (
+            Interaction(params=[axes[i].name, axes[j].name], share=anova.interaction_share(i, j))
+            for i, j in combinations(top, 2)
+        ),
+        key=lambda pair: -pair.share,
+    )
     return ImportanceReport(
         **evidence,
-        importance=[ParamShare(param=axes[i].name, share=float(shares[i]), chance_share=float(chance_mean[i]),
-                               share_above_chance=max(0.0, float(shares[i] - chance_mean[i])),
-                               beyond_chance=bool(shares[i] > chance[:, i].max())) for i in order],
+        importance=[
+            ParamShare(
+                param=axes[i].name,
+                share=float(shares[i]),
+                chance_share=float(chance_mean[i]),
+                share_above_chance=max(0.0, float(shares[i] - chance_mean[i])),
+                beyond_chance=bool(shares[i] > chance[:, i].max()),
+            )
+            for i in order
+        ],
         main_effects={axes[i].name: _main_effect(anova, axes[i], int(i)) for i in order},
-        interactions=interactions)
+        interactions=interactions,
+    )
 
 
 def no_ranking_reason(n_trials: int, n_hyperparameters: int, oob_r2: float) -> str | None:
@@ -182,20 +207,28 @@ def no_ranking_reason(n_trials: int, n_hyperparameters: int, oob_r2: float) -> s
     needed = TRIALS_PER_HYPERPARAMETER * n_hyperparameters
     problems = []
     if n_trials < needed:
-        problems.append(f"it has {n_trials} finished trials for {n_hyperparameters} hyperparameters, and a ranking "
-                        f"needs at least {needed} ({TRIALS_PER_HYPERPARAMETER} per hyperparameter)")
+        problems.append(
+            f"it has {n_trials} finished trials for {n_hyperparameters} hyperparameters, and a ranking "
+            f"needs at least {needed} ({TRIALS_PER_HYPERPARAMETER} per hyperparameter)"
+        )
     if oob_r2 <= 0:
-        problems.append(f"the surrogate fitted to them predicts the trials it did not see no better than their "
-                        f"mean (out-of-bag R² {oob_r2:.2f}, not above 0)")
+        problems.append(
+            f"the surrogate fitted to them predicts the trials it did not see no better than their "
+            f"mean (out-of-bag R² {oob_r2:.2f}, not above 0)"
+        )
     if not problems:
         return None
     if n_trials < needed:
         short = needed - n_trials
-        todo = (f"Run a search with num_samples of at least {needed} ({short} more trial{'s' * (short > 1)} than "
-                f"this one) and analyze that")
+        todo = (
+            f"Run a search with num_samples of at least {needed} ({short} more trial{'s' * (short > 1)} than "
+            f"this one) and analyze that"
+        )
     else:  # enough trials for the rule, but their results are mostly noise for the surrogate
-        todo = (f"Run more trials (twice as many, {2 * n_trials}, is a start) or train each longer, so that "
-                f"configs differ by more than the noise")
+        todo = (
+            f"Run more trials (twice as many, {2 * n_trials}, is a start) or train each longer, so that "
+            f"configs differ by more than the noise"
+        )
     return f"Importance cannot be read from this search: {'; and '.join(problems)}. {todo}."
 
 
@@ -215,8 +248,9 @@ def best_at(effect: MainEffect, mode: str) -> Any:
     return effect.x[index]
 
 
-def chance_shares(features: np.ndarray, values: np.ndarray, weights: np.ndarray, bounds: np.ndarray,
-                  seed: int) -> np.ndarray:
+def chance_shares(
+    features: np.ndarray, values: np.ndarray, weights: np.ndarray, bounds: np.ndarray, seed: int
+) -> np.ndarray:
     """(S, d) each feature's main-effect share in S forests, each fitted with that feature shuffled across trials.
 
     A forest fitted to a few dozen trials explains noise too, and a continuous hyperparameter, with a split

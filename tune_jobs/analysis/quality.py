@@ -20,8 +20,9 @@ from __future__ import annotations
 import contextlib
 import math
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pyarrow.fs
 import pydantic
@@ -76,7 +77,7 @@ def text_metrics(texts: list[str]) -> dict[str, float]:
     }
 
 
-def self_nats(loaded: "LoadedModel", ids: "torch.Tensor", prompt_length: int) -> float:
+def self_nats(loaded: LoadedModel, ids: torch.Tensor, prompt_length: int) -> float:
     """The summed loss in nats of the generated tokens of ``ids`` (1, T) under the model that produced them.
 
     A Transformer sees at most ``block_size`` tokens, so the sequence is scored in consecutive windows of that
@@ -89,28 +90,29 @@ def self_nats(loaded: "LoadedModel", ids: "torch.Tensor", prompt_length: int) ->
     total = 0.0
     with torch.no_grad():
         for start in range(0, ids.size(1) - 1, window):
-            chunk = ids[:, start:start + window + 1]  # (1, <= window + 1): inputs and their next tokens
+            chunk = ids[:, start : start + window + 1]  # (1, <= window + 1): inputs and their next tokens
             logits = loaded.model(chunk[:, :-1])  # (1, t, V)
             targets = chunk[:, 1:].clone()  # (1, t)
             before_output = prompt_length - 1 - start  # targets that are still prompt tokens
             if before_output > 0:
                 targets[:, :before_output] = -100  # cross_entropy's ignore_index
-            losses = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1),
-                                     ignore_index=-100, reduction="sum")
+            losses = F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-100, reduction="sum"
+            )
             total += float(losses)
     return total
 
 
-def sample_config(loaded: "LoadedModel", config: QualityConfig) -> dict[str, Any]:
+def sample_config(loaded: LoadedModel, config: QualityConfig) -> dict[str, Any]:
     """Every prompt continued once per seed, with the config's metrics over those samples."""
     from models.metrics import bits_per_char, perplexity
-    from tune_jobs.finish import continue_prompt
 
-    samples, nats, tokens, characters = [], 0.0, 0, 0
+    samples: list[dict[str, Any]] = []
+    nats, tokens, characters = 0.0, 0, 0
     for prompt in config.prompts:
         prompt_length = len(loaded.tokenizer.encode(prompt))
         for seed in config.seeds:
-            ids = continue_prompt(loaded, prompt, seed, config.max_new_tokens)  # (1, T0 + max_new_tokens)
+            ids = loaded.continue_prompt(prompt, seed, config.max_new_tokens).ids  # (1, T0 + max_new_tokens)
             continuation = loaded.tokenizer.decode(ids[0, prompt_length:].tolist())
             samples.append({"prompt": prompt, "seed": seed, "text": continuation})
             nats += self_nats(loaded, ids, prompt_length)
@@ -145,8 +147,9 @@ def local_directory(filesystem: pyarrow.fs.FileSystem, path: str) -> Iterator[Pa
         yield Path(path)
         return
     with tempfile.TemporaryDirectory(prefix="textune-checkpoint-") as local:
-        pyarrow.fs.copy_files(path, local, source_filesystem=filesystem,
-                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+        pyarrow.fs.copy_files(
+            path, local, source_filesystem=filesystem, destination_filesystem=pyarrow.fs.LocalFileSystem()
+        )
         yield Path(local)
 
 
@@ -154,9 +157,8 @@ def sample_top_configs(experiment: Experiment, trials: pd.DataFrame, config: Qua
     """The samples document (``analysis/samples.json``) for the best trials of a best-first table."""
     import torch
 
-    from models.generate import load_model
-    from tune_jobs.finish import SAMPLE_TEMPERATURE
-    from tune_jobs.results import searched_config
+    from models.generate import SAMPLE_TEMPERATURE, load_model
+    from tune_jobs.results.table import searched_config
 
     filesystem, _ = experiment.filesystem()
     configs = []
@@ -168,9 +170,15 @@ def sample_top_configs(experiment: Experiment, trials: pd.DataFrame, config: Qua
         for rank, (_, row) in enumerate(top_trials(trials, config.top_k).iterrows(), start=1):
             with local_directory(filesystem, trial_checkpoint(experiment, row)) as checkpoint_dir:
                 loaded = load_model(checkpoint_dir, torch.device("cpu"))
-            configs.append({"rank": rank, "trial_id": row["trial_id"], "config": searched_config(row),
-                            "best_metric": float(row["best_metric"]), **sample_config(loaded, config)})
+            configs.append(
+                {
+                    "rank": rank,
+                    "trial_id": row["trial_id"],
+                    "config": searched_config(row),
+                    "best_metric": float(row["best_metric"]),
+                    **sample_config(loaded, config),
+                }
+            )
     finally:
         torch.set_num_threads(threads)
-    return {"temperature": SAMPLE_TEMPERATURE, "repetition_n": REPETITION_N, **config.model_dump(),
-            "configs": configs}
+    return {"temperature": SAMPLE_TEMPERATURE, "repetition_n": REPETITION_N, **config.model_dump(), "configs": configs}

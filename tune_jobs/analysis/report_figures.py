@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -16,13 +17,20 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from models.status import TrialStatus
 from tune_jobs.analysis.importance import ImportanceReport
-from tune_jobs.results import CONFIG_PREFIX
+from tune_jobs.results.table import CONFIG_PREFIX
 from tune_jobs.space import Dimension
 
-STATUS_COLOURS = {"completed": "tab:green", "early_stopped": "tab:orange", "diverged": "tab:red",
-                  "oom": "tab:purple", "errored": "black", "unfinished": "tab:gray"}
-FLOOR_STYLE = {"color": "tab:blue", "linestyle": "--", "linewidth": 1.2}
+STATUS_COLOURS = {
+    TrialStatus.COMPLETED: "tab:green",
+    TrialStatus.EARLY_STOPPED: "tab:orange",
+    TrialStatus.DIVERGED: "tab:red",
+    TrialStatus.OOM: "tab:purple",
+    TrialStatus.ERRORED: "black",
+    TrialStatus.UNFINISHED: "tab:gray",
+}
+FLOOR_STYLE: dict[str, Any] = {"color": "tab:blue", "linestyle": "--", "linewidth": 1.2}
 DPI = 110
 
 
@@ -37,17 +45,24 @@ def finite(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return frame[frame[column].map(lambda value: isinstance(value, (int, float)) and math.isfinite(value))]
 
 
-def learning_curves(evaluations: pd.DataFrame, trials: pd.DataFrame, rungs: Sequence[float],
-                    floor_bpc: float | None) -> bytes:
+def learning_curves(
+    evaluations: pd.DataFrame, trials: pd.DataFrame, rungs: Sequence[float], floor_bpc: float | None
+) -> bytes:
     """val_bpc against training tokens for every trial, coloured by status, ASHA's rungs as vertical lines."""
     figure = Figure(figsize=(8, 4.5))
     axes = figure.subplots()
-    status_of = dict(zip(trials["trial_id"], trials["status"]))
+    status_of = dict(zip(trials["trial_id"], trials["status"], strict=True))
     measured = finite(evaluations, "val_bpc")
     for trial_id, curve in measured.groupby("trial_id", sort=False):
         curve = curve.sort_values("tokens")
-        axes.plot(curve["tokens"], curve["val_bpc"], marker=".", linewidth=1, alpha=0.8,
-                  color=STATUS_COLOURS.get(status_of.get(trial_id, "unfinished"), "tab:gray"))
+        axes.plot(
+            curve["tokens"],
+            curve["val_bpc"],
+            marker=".",
+            linewidth=1,
+            alpha=0.8,
+            color=STATUS_COLOURS.get(status_of.get(trial_id, TrialStatus.UNFINISHED), "tab:gray"),
+        )
     for rung in rungs:
         axes.axvline(rung, color="0.6", linewidth=0.8, linestyle=":")
     if floor_bpc is not None:
@@ -57,8 +72,11 @@ def learning_curves(evaluations: pd.DataFrame, trials: pd.DataFrame, rungs: Sequ
         axes.plot([], [], color=STATUS_COLOURS[status], label=status.replace("_", " "))
     if rungs:
         axes.plot([], [], color="0.6", linestyle=":", label="ASHA rungs")
-    axes.set(xlabel="training tokens", ylabel="val_bpc (bits per character)",
-             title=f"Learning curves ({len(measured)} evaluations of {measured['trial_id'].nunique()} trials)")
+    axes.set(
+        xlabel="training tokens",
+        ylabel="val_bpc (bits per character)",
+        title=f"Learning curves ({len(measured)} evaluations of {measured['trial_id'].nunique()} trials)",
+    )
     axes.legend(fontsize="small")
     axes.grid(alpha=0.3)
     return to_png(figure)
@@ -78,24 +96,28 @@ def compute_order(evaluations: pd.DataFrame, devices_per_trial: float) -> pd.Dat
     return ordered
 
 
-def best_so_far(evaluations: pd.DataFrame, metric: str, mode: str, devices_per_trial: float, unit: str,
-                floor_bpc: float | None) -> bytes:
+def best_so_far(
+    evaluations: pd.DataFrame, metric: str, mode: str, devices_per_trial: float, unit: str, floor_bpc: float | None
+) -> bytes:
     """The best metric found so far against the compute the whole search had spent: tokens and device-hours."""
     ordered = compute_order(evaluations, devices_per_trial)
     scores = ordered[metric].where(ordered[metric].map(math.isfinite))
     best = scores.cummin() if mode == "min" else scores.cummax()
     figure = Figure(figsize=(10, 3.8))
     axes = figure.subplots(1, 2, sharey=True)
-    for axis, column, label in ((axes[0], "spent_tokens", "training tokens, all trials"),
-                                (axes[1], "spent_device_hours", f"{unit}, all trials")):
+    for axis, column, label in (
+        (axes[0], "spent_tokens", "training tokens, all trials"),
+        (axes[1], "spent_device_hours", f"{unit}, all trials"),
+    ):
         axis.step(ordered[column], best, where="post", color="tab:blue")
         axis.scatter(ordered[column], scores, s=6, color="0.6", label="each evaluation")
         if floor_bpc is not None and metric == "val_bpc":
             axis.axhline(floor_bpc, **FLOOR_STYLE, label="entropy floor")
         axis.set(xlabel=label)
         axis.grid(alpha=0.3)
-    axes[0].set(ylabel=f"best {metric} so far",
-                title=f"Best so far against compute ({int(scores.notna().sum())} evaluations)")
+    axes[0].set(
+        ylabel=f"best {metric} so far", title=f"Best so far against compute ({int(scores.notna().sum())} evaluations)"
+    )
     axes[0].legend(fontsize="small")
     return to_png(figure)
 
@@ -133,7 +155,7 @@ def parallel_coordinates(trials: pd.DataFrame, space: dict[str, Dimension], metr
     figure = Figure(figsize=(max(6, 1.8 * len(columns)), 4.2))
     axes = figure.subplots()
     colour_map = matplotlib.colormaps["viridis_r" if mode == "min" else "viridis"]
-    for row, position in zip(grid, metric_positions):
+    for row, position in zip(grid, metric_positions, strict=True):
         axes.plot(range(len(columns)), row, color=colour_map(position), alpha=0.85, linewidth=1.4)
     for x, labels in enumerate(ticks):
         axes.axvline(x, color="0.3", linewidth=0.8)
@@ -159,13 +181,15 @@ def importance_chart(importance: ImportanceReport) -> bytes:
     names = [entry.param for entry in ranked][::-1]
     bars.barh(names, [entry.share for entry in ranked][::-1], color="tab:blue", label="share")
     # A share is only as good as its margin over what the same hyperparameter gets with its values shuffled.
-    bars.plot([entry.chance_share for entry in ranked][::-1], names, "|", color="black", markersize=14,
-              label="chance level")
-    bars.set(xlabel="share of the metric's variance", xlim=(0, 1),
-             title=f"Importance (fANOVA, {importance.n_trials} trials)")
+    bars.plot(
+        [entry.chance_share for entry in ranked][::-1], names, "|", color="black", markersize=14, label="chance level"
+    )
+    bars.set(
+        xlabel="share of the metric's variance", xlim=(0, 1), title=f"Importance (fANOVA, {importance.n_trials} trials)"
+    )
     bars.legend(fontsize="small", loc="lower right")
     bars.grid(axis="x", alpha=0.3)
-    for axis, (name, effect) in zip(axes[0, 1:], effects):
+    for axis, (name, effect) in zip(axes[0, 1:], effects, strict=True):
         if effect.kind == "categorical":
             # Points at category positions: the differences stay visible (bars would start at 0) and values
             # such as "16" stay labels rather than numbers.

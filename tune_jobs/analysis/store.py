@@ -43,11 +43,15 @@ def read_analysis(experiment: Experiment, name: str) -> dict[str, Any] | None:
         document = json.loads(content.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         where = f"line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else f"byte {exc.start}"
-        raise TextuneError(f"{experiment.root}/{ANALYSIS_DIR}/{name} is not valid JSON ({where}).",
-                           "Delete it and rerun the command that writes it.") from exc
+        raise TextuneError(
+            f"{experiment.root}/{ANALYSIS_DIR}/{name} is not valid JSON ({where}).",
+            "Delete it and rerun the command that writes it.",
+        ) from exc
     if not isinstance(document, dict):
-        raise TextuneError(f"{experiment.root}/{ANALYSIS_DIR}/{name} is not a textune analysis document (it holds "
-                           f"no JSON object).", "Delete it and rerun the command that writes it.")
+        raise TextuneError(
+            f"{experiment.root}/{ANALYSIS_DIR}/{name} is not a textune analysis document (it holds no JSON object).",
+            "Delete it and rerun the command that writes it.",
+        )
     return document
 
 
@@ -69,7 +73,8 @@ def write_analysis(experiment: Experiment, name: str, document: dict[str, Any]) 
         local = isinstance(filesystem, pyarrow.fs.LocalFileSystem)
         if not local or writable(Path(path).parent):
             raise  # a fault of a writable experiment (a full disk) is not to be passed over
-        logging.getLogger(__name__).warning("%s/%s/%s not saved: the experiment cannot be written (%s)",
-                                            experiment.root, ANALYSIS_DIR, name, exc)
+        logging.getLogger(__name__).warning(
+            "%s/%s/%s not saved: the experiment cannot be written (%s)", experiment.root, ANALYSIS_DIR, name, exc
+        )
         return None
     return path

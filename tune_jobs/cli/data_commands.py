@@ -3,63 +3,102 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import click
 
+from data_pipeline.config import BPE_BASE_ALPHABET, DEFAULT_BPE_VOCAB_SIZE, DataConfig, TokenizerConfig
 from textune.errors import TextuneError
 from tune_jobs.cli.params import LocalPath
 
 _SAMPLE_CHARS = 300
+# The options' defaults are DataConfig's, so `--help` and the config cannot disagree.
+_DEFAULTS = DataConfig()
+_DEFAULT_SPLIT = ",".join(f"{fraction:g}" for fraction in _DEFAULTS.split.fractions().values())
+_TOKENIZER_KINDS = get_args(TokenizerConfig.model_fields["kind"].annotation)
 
 
-@click.group()
-def data() -> None:
+@click.group("data")
+def data_group() -> None:
     """Prepare corpora into memory-mapped token datasets and inspect them."""
 
 
-@data.command()
+@data_group.command("prepare")
 @click.argument("source")
-@click.option("--tokenizer", "tokenizer_kind", type=click.Choice(["char", "byte", "bpe"]), default="char",
-              show_default=True, help="char: one id per character; byte: 256 ids; bpe: byte-level BPE.")
-@click.option("--vocab-size", type=int, help="BPE vocabulary size (at least 256; default 1024).")
-@click.option("--text-field", default="text", show_default=True, help="JSONL key holding the text.")
-@click.option("--text-column", default="text", show_default=True, help="Parquet/Arrow column holding the text.")
-@click.option("--split", "split_spec", default="0.9,0.05,0.05", show_default=True,
-              help="train,val,test fractions of the corpus (contiguous, in that order).")
+@click.option(
+    "--tokenizer",
+    "tokenizer_kind",
+    type=click.Choice(_TOKENIZER_KINDS),
+    default=_DEFAULTS.tokenizer.kind,
+    show_default=True,
+    help="char: one id per character; byte: 256 ids; bpe: byte-level BPE.",
+)
+@click.option(
+    "--vocab-size",
+    type=int,
+    help=f"BPE vocabulary size (at least {BPE_BASE_ALPHABET}; default {DEFAULT_BPE_VOCAB_SIZE}).",
+)
+@click.option("--text-field", default=_DEFAULTS.text_field, show_default=True, help="JSONL key holding the text.")
+@click.option(
+    "--text-column", default=_DEFAULTS.text_column, show_default=True, help="Parquet/Arrow column holding the text."
+)
+@click.option(
+    "--split",
+    "split_spec",
+    default=_DEFAULT_SPLIT,
+    show_default=True,
+    help="train,val,test fractions of the corpus (contiguous, in that order).",
+)
 @click.option("--seed", type=int, help="synthetic only: generator seed.")
 @click.option("--characters", type=int, help="synthetic only: corpus size in characters.")
-@click.option("--out", type=LocalPath("dir"),
-              help="Directory to hold the dataset (default: $TEXTUNE_CACHE_DIR/datasets).")
-def prepare(source: str, tokenizer_kind: str, vocab_size: int | None, text_field: str, text_column: str,
-            split_spec: str, seed: int | None, characters: int | None, out: Path | None) -> None:
+@click.option(
+    "--out", type=LocalPath("dir"), help="Directory to hold the dataset (default: $TEXTUNE_CACHE_DIR/datasets)."
+)
+def prepare_command(
+    source: str,
+    tokenizer_kind: str,
+    vocab_size: int | None,
+    text_field: str,
+    text_column: str,
+    split_spec: str,
+    seed: int | None,
+    characters: int | None,
+    out: Path | None,
+) -> None:
     """Tokenize SOURCE once into Arrow token shards and print the manifest summary.
 
     SOURCE is a text file, a directory or glob of files, a .jsonl/.parquet/.arrow/.feather path or URI
     (s3://bucket/key), or a built-in: synthetic, shakespeare. Preparing the same thing again is a no-op.
     """
-    from data_pipeline.config import DataConfig
     from data_pipeline.manifest import Manifest
     from data_pipeline.prepare import prepare_dataset
     from textune.config import validate
 
     synthetic = {key: value for key, value in (("seed", seed), ("characters", characters)) if value is not None}
     if synthetic and source != "synthetic":
-        raise TextuneError(f"--{next(iter(synthetic))} applies to the synthetic source only, not \"{source}\".",
-                           "Drop the option, or prepare synthetic.")
-    fields = {"source": source, "text_field": text_field, "text_column": text_column,
-              "tokenizer": {"kind": tokenizer_kind, "vocab_size": vocab_size},
-              "split": _parse_split(split_spec), "synthetic": synthetic}
+        raise TextuneError(
+            f'--{next(iter(synthetic))} applies to the synthetic source only, not "{source}".',
+            "Drop the option, or prepare synthetic.",
+        )
+    fields = {
+        "source": source,
+        "text_field": text_field,
+        "text_column": text_column,
+        "tokenizer": {"kind": tokenizer_kind, "vocab_size": vocab_size},
+        "split": _parse_split(split_spec),
+        "synthetic": synthetic,
+    }
     config = validate(DataConfig, fields, "textune data prepare")
     path = prepare_dataset(config, out)
     click.echo(Manifest.read(path).summary())
     click.echo(f"dataset:   {path}")
 
 
-@data.command()
+@data_group.command("inspect")
 @click.argument("directory", type=LocalPath("dir", must_exist=True))
 @click.option("--split", default="val", show_default=True, help="Split to decode the sample from.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
-def inspect(directory: Path, split: str, as_json: bool) -> None:
+def inspect_command(directory: Path, split: str, as_json: bool) -> None:
     """Print the manifest of a prepared dataset and a decoded sample of one split."""
     from data_pipeline.reader import TokenDataset
     from data_pipeline.tokenization import printable
@@ -77,6 +116,8 @@ def _parse_split(spec: str) -> dict[str, float]:
     try:
         train, val, test = (float(part) for part in parts)
     except ValueError as exc:
-        raise TextuneError(f'--split "{spec}" is not three comma-separated fractions.',
-                           "Write it as train,val,test, e.g. --split 0.9,0.05,0.05.") from exc
+        raise TextuneError(
+            f'--split "{spec}" is not three comma-separated fractions.',
+            f"Write it as train,val,test, e.g. --split {_DEFAULT_SPLIT}.",
+        ) from exc
     return {"train": train, "val": val, "test": test}

@@ -7,8 +7,7 @@ import datetime
 import click
 
 from textune.errors import TextuneError
-
-ADDRESS_OPTION = click.option("--address", required=True, help="The head's Jobs API URL, e.g. http://127.0.0.1:8265.")
+from tune_jobs.cli.params import JOBS_URL_OPTION
 
 
 @click.group("jobs")
@@ -17,7 +16,7 @@ def jobs_group() -> None:
 
 
 @jobs_group.command("list")
-@ADDRESS_OPTION
+@JOBS_URL_OPTION
 def list_command(address: str) -> None:
     """Every job the cluster knows, oldest first."""
     from cluster.jobs import job_client
@@ -28,19 +27,25 @@ def list_command(address: str) -> None:
         return
     click.echo(f"{'submission id':<40} {'status':<10} {'started (UTC)':<20} textune job")
     for job in jobs:
-        started = (datetime.datetime.fromtimestamp(job.start_time / 1000, datetime.timezone.utc)
-                   .strftime("%Y-%m-%d %H:%M:%S") if job.start_time else "-")
-        click.echo(f"{job.submission_id or job.job_id:<40} {job.status.value:<10} {started:<20} "
-                   f"{(job.metadata or {}).get('textune_job', '-')}")
+        started = (
+            datetime.datetime.fromtimestamp(job.start_time / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            if job.start_time
+            else "-"
+        )
+        click.echo(
+            f"{job.submission_id or job.job_id:<40} {job.status.value:<10} {started:<20} "
+            f"{(job.metadata or {}).get('textune_job', '-')}"
+        )
 
 
 @jobs_group.command("logs")
 @click.argument("submission_id")
-@ADDRESS_OPTION
+@JOBS_URL_OPTION
 @click.option("--follow", is_flag=True, help="Keep streaming until the job ends.")
 def logs_command(submission_id: str, address: str, follow: bool) -> None:
     """The driver's log of SUBMISSION_ID."""
-    from cluster.jobs import check_known_job, follow as follow_job, job_client
+    from cluster.jobs import check_known_job, job_client
+    from cluster.jobs import follow as follow_job
 
     client = job_client(address)
     check_known_job(client, submission_id)
@@ -53,7 +58,7 @@ def logs_command(submission_id: str, address: str, follow: bool) -> None:
 
 @jobs_group.command("stop")
 @click.argument("submission_id")
-@ADDRESS_OPTION
+@JOBS_URL_OPTION
 def stop_command(submission_id: str, address: str) -> None:
     """Stop SUBMISSION_ID (its trials stop with it; finished trials' results stay in storage)."""
     from cluster.jobs import FINISHED, check_known_job, job_client, wait_until_finished

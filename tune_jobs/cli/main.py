@@ -18,23 +18,25 @@ import click
 from textune import __version__
 from textune.errors import TextuneError
 
-# name -> "module:attribute" of a click command or group.
+# name -> "module:attribute" of a click command or group. One convention: a module tune_jobs/cli/X_commands.py
+# holds the command X (tune_commands.py: the experiment commands run, resume, best, export, tensorboard); a
+# command's function is NAME_command, a group's NAME_group (its subcommands' too: data_group's prepare_command).
 COMMANDS: dict[str, str] = {
-    "train": "tune_jobs.cli.train_commands:train",
-    "generate": "tune_jobs.cli.generate_commands:generate",
-    "data": "tune_jobs.cli.data_commands:data",
-    "run": "tune_jobs.cli.tune_commands:run",
-    "resume": "tune_jobs.cli.tune_commands:resume",
-    "best": "tune_jobs.cli.tune_commands:best",
-    "export": "tune_jobs.cli.tune_commands:export",
-    "tensorboard": "tune_jobs.cli.tune_commands:tensorboard",
+    "train": "tune_jobs.cli.train_commands:train_command",
+    "generate": "tune_jobs.cli.generate_commands:generate_command",
+    "data": "tune_jobs.cli.data_commands:data_group",
+    "run": "tune_jobs.cli.tune_commands:run_command",
+    "resume": "tune_jobs.cli.tune_commands:resume_command",
+    "best": "tune_jobs.cli.tune_commands:best_command",
+    "export": "tune_jobs.cli.tune_commands:export_command",
+    "tensorboard": "tune_jobs.cli.tune_commands:tensorboard_command",
     "cluster": "tune_jobs.cli.cluster_commands:cluster_group",
-    "submit": "tune_jobs.cli.submit_commands:submit",
+    "submit": "tune_jobs.cli.submit_commands:submit_command",
     "jobs": "tune_jobs.cli.jobs_commands:jobs_group",
-    "confirm": "tune_jobs.cli.confirm_command:confirm",
-    "analyze": "tune_jobs.cli.analyze_command:analyze",
-    "report": "tune_jobs.cli.report_command:report",
-    "replay": "tune_jobs.cli.replay_command:replay",
+    "confirm": "tune_jobs.cli.confirm_commands:confirm_command",
+    "analyze": "tune_jobs.cli.analyze_commands:analyze_command",
+    "report": "tune_jobs.cli.report_commands:report_command",
+    "replay": "tune_jobs.cli.replay_commands:replay_command",
 }
 
 
@@ -51,14 +53,17 @@ class LazyGroup(click.Group):
         module_name, attribute = target.split(":")
         return getattr(importlib.import_module(module_name), attribute)
 
-    def resolve_command(self, ctx, args):  # type: ignore[no-untyped-def]
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
         # click's own message for an unknown command lacks a suggestion.
         name = args[0] if args else None
         if name is not None and name not in COMMANDS and not name.startswith("-"):
             from textune.config import did_you_mean
 
-            raise click.UsageError(f'no command "{name}".{did_you_mean(name, COMMANDS)} '
-                                   f"Commands: {', '.join(sorted(COMMANDS))}.", ctx)
+            raise click.UsageError(
+                f'no command "{name}".{did_you_mean(name, COMMANDS)} Commands: {", ".join(sorted(COMMANDS))}.', ctx
+            )
         return super().resolve_command(ctx, args)
 
 
@@ -69,8 +74,7 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, debug: bool) -> None:
     """Tune PyTorch Transformer language models with Ray Tune (ASHA + HyperOpt)."""
     ctx.obj = {"debug": debug}
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _click_paragraph(exc: click.ClickException) -> str:

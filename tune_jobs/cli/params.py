@@ -4,6 +4,13 @@
   kind is checked before any work starts: a directory where a file is expected, a file where a directory is
   expected, a pipe or a missing input is one paragraph, exit 2.
 - Numbers (:func:`finite_float`): NaN and infinities are refused, as click's own ranges let them through.
+- Options that several commands take are defined here once, with one help text and one default
+  (:data:`TOP_K_OPTION`, :func:`gcs_address_option`, :data:`JOBS_URL_OPTION`).
+
+An option's own bounds are checked by its click type as the command line is parsed, so a bad value gets click's
+one message whatever the command; what needs more than the value (the experiment, the dataset) is checked by the
+command before it starts work. (`cluster up`, `data prepare` and `replay` still pass their numbers to a typed
+config that checks them and names the option.)
 """
 
 from __future__ import annotations
@@ -63,6 +70,38 @@ class LocalPath(click.ParamType):
 def finite_float(low: float | None = None, high: float | None = None, low_open: bool = False) -> click.ParamType:
     """A float option within ``[low, high]`` (``(low, high]`` with ``low_open``) that is never NaN or infinite."""
     return _FiniteFloatRange(low, high, min_open=low_open)
+
+
+TOP_K_OPTION = click.option(
+    "--top-k",
+    "top_k",
+    type=click.IntRange(1, 100),
+    default=3,
+    show_default=True,
+    help="How many of the search's best distinct configs, best first.",
+)
+
+# Two kinds of cluster address, named in every help text: a driver connects to the head's GCS (cluster.connection),
+# a job is submitted to its Jobs API (cluster.jobs). Each refuses the other kind with a message saying which to use.
+_GCS_ADDRESS_HELP = (
+    "The Ray cluster's GCS address: HOST:PORT (the head's port, 6379 by default), ray://HOST:10001 "
+    "(Ray Client) or auto. A Jobs API URL (what `textune submit` takes) is accepted only for the "
+    "cluster `textune cluster up` started."
+)
+
+
+def gcs_address_option(without: str) -> Any:
+    """``--address`` of a command that connects to a cluster as a driver; ``without`` says what happens when it
+    is not given."""
+    return click.option("--address", default=None, help=f"{_GCS_ADDRESS_HELP} {without}")
+
+
+JOBS_URL_OPTION = click.option(
+    "--address",
+    required=True,
+    help="The head's Jobs API URL: http://HOST:8265 (the dashboard's port); not a GCS "
+    "address, which is for `textune run --address`.",
+)
 
 
 class _FiniteFloatRange(click.FloatRange):

@@ -6,24 +6,23 @@ import math
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from textune import strict_json
 from textune.errors import TextuneError
-from tune_jobs.cli.params import LocalPath
+from tune_jobs.cli.params import LocalPath, gcs_address_option
 
 if TYPE_CHECKING:
     from tune_jobs.experiment import Experiment
-    from tune_jobs.results import ExperimentResults
+    from tune_jobs.results.table import ExperimentResults
     from tune_jobs.spec import JobSpec
 
-ADDRESS_HELP = ("Ray cluster to run on: auto, HOST:PORT or ray://HOST:10001. Without it an embedded local Ray "
-                "(127.0.0.1 only) runs the search.")
+RUN_ADDRESS_OPTION = gcs_address_option("Without it, an embedded local Ray (127.0.0.1 only) runs the search.")
 
 
-def _finish_and_report(experiment: "Experiment", spec: "JobSpec") -> None:
+def _finish_and_report(experiment: Experiment, spec: JobSpec) -> None:
     """Write the experiment's results and print the best trial, a sample and the TensorBoard command."""
     from ray import tune
 
@@ -50,23 +49,31 @@ def _finish_and_report(experiment: "Experiment", spec: "JobSpec") -> None:
         click.echo(f"{unfinished} trial(s) unfinished; continue with: textune resume {experiment.root}")
 
 
-def _describe_best(summary: dict[str, object]) -> str:
-    config = ", ".join(f"{key}={_short(value)}" for key, value in summary["config"].items())  # type: ignore[union-attr]
-    line = (f"best trial {summary['trial_id']} ({summary['status']}, {summary['tokens']:,} tokens): "
-            f"val_bpc {summary['best_val_bpc']:.4f}, val_ppl {summary['best_val_ppl']:.3f}")
+def _describe_best(summary: dict[str, Any]) -> str:
+    config = ", ".join(f"{key}={_short(value)}" for key, value in summary["config"].items())
+    line = (
+        f"best trial {summary['trial_id']} ({summary['status']}, {summary['tokens']:,} tokens): "
+        f"val_bpc {summary['best_val_bpc']:.4f}, val_ppl {summary['best_val_ppl']:.3f}"
+    )
     if "gap_to_floor" in summary:
-        line += (f", {summary['gap_to_floor']:+.4f} bpc above the entropy floor {summary['floor_bpc']:.4f} "
-                 f"({100 * summary['gap_to_floor_rel']:.1f}%)")  # type: ignore[operator]
+        line += (
+            f", {summary['gap_to_floor']:+.4f} bpc above the entropy floor {summary['floor_bpc']:.4f} "
+            f"({100 * summary['gap_to_floor_rel']:.1f}%)"
+        )
     cost, total = summary["cost"], summary["experiment_cost"]
-    return (f"{line}\n  config: {config}\n  cost: {_describe_cost(cost)}; "  # type: ignore[arg-type]
-            f"experiment ({total['trials']} trials): {_describe_cost(total)}")  # type: ignore[index]
+    return (
+        f"{line}\n  config: {config}\n  cost: {_describe_cost(cost)}; "
+        f"experiment ({total['trials']} trials): {_describe_cost(total)}"
+    )
 
 
-def _describe_cost(cost: dict[str, object]) -> str:
+def _describe_cost(cost: dict[str, Any]) -> str:
     from tune_jobs.cost import UNIT_NAMES
 
-    return (f"{cost['tokens']:,} tokens, {cost['flops']:.3g} FLOPs, {cost['wall_time_s']:.1f} s wall, "
-            f"{cost['device_hours']:.4g} {UNIT_NAMES[cost['device_kind']]}")  # type: ignore[index]
+    return (
+        f"{cost['tokens']:,} tokens, {cost['flops']:.3g} FLOPs, {cost['wall_time_s']:.1f} s wall, "
+        f"{cost['device_hours']:.4g} {UNIT_NAMES[cost['device_kind']]}"
+    )
 
 
 def _short(value: object) -> str:
@@ -77,14 +84,24 @@ def _short(value: object) -> str:
 
 @click.command("run")
 @click.argument("job_path", metavar="JOB.yaml", type=LocalPath("file", must_exist=True))
-@click.option("--address", default=None, help=ADDRESS_HELP)
+@RUN_ADDRESS_OPTION
 @click.option("--name", default=None, help="Experiment name (overrides the spec's name:).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a spec key (repeatable), e.g. --set num_samples=4 --set budget.max_tokens=100000.")
-@click.option("--resume", is_flag=True,
-              help="If the experiment already exists, continue it instead of refusing. The spec must equal the one "
-                   "it was started with (a differing key is refused); a finished one has nothing to resume.")
-def run(job_path: Path, address: str | None, name: str | None, overrides: tuple[str, ...], resume: bool) -> None:
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a spec key (repeatable), e.g. --set num_samples=4 --set budget.max_tokens=100000.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="If the experiment already exists, continue it instead of refusing. The spec must equal the one "
+    "it was started with (a differing key is refused); a finished one has nothing to resume.",
+)
+def run_command(
+    job_path: Path, address: str | None, name: str | None, overrides: tuple[str, ...], resume: bool
+) -> None:
     """Run the search JOB.yaml describes (every key: docs/job-spec.md)."""
     from tune_jobs.experiment import experiment_at
     from tune_jobs.spec import load_spec
@@ -102,15 +119,15 @@ def run(job_path: Path, address: str | None, name: str | None, overrides: tuple[
 
 @click.command("resume")
 @click.argument("experiment_dir", metavar="EXPERIMENT")
-@click.option("--address", default=None, help=ADDRESS_HELP)
-def resume(experiment_dir: str, address: str | None) -> None:
+@RUN_ADDRESS_OPTION
+def resume_command(experiment_dir: str, address: str | None) -> None:
     """Continue EXPERIMENT: its unfinished and errored trials, with the searcher's and scheduler's state."""
     from tune_jobs.experiment import open_experiment
 
     _resume(open_experiment(experiment_dir), address)
 
 
-def _resume(experiment: "Experiment", address: str | None, given: "JobSpec | None" = None) -> None:
+def _resume(experiment: Experiment, address: str | None, given: JobSpec | None = None) -> None:
     """Resume and finish ``experiment``, or say in a second that every trial has ended."""
     from cluster.connection import resolve_address
     from tune_jobs.lifecycle import NothingToResume, resumable_spec
@@ -130,11 +147,11 @@ def _resume(experiment: "Experiment", address: str | None, given: "JobSpec | Non
 @click.command("best")
 @click.argument("experiment_dir", metavar="EXPERIMENT")
 @click.option("--json", "as_json", is_flag=True, help="Print the best trial as JSON.")
-def best(experiment_dir: str, as_json: bool) -> None:
+def best_command(experiment_dir: str, as_json: bool) -> None:
     """Print the best trial of EXPERIMENT: its config, metric, tokens and checkpoint."""
     from tune_jobs.experiment import open_experiment
     from tune_jobs.finish import best_summary
-    from tune_jobs.results import read_trials
+    from tune_jobs.results.parquet import read_trials
     from tune_jobs.spec import load_saved_spec
 
     experiment = open_experiment(experiment_dir)
@@ -146,38 +163,48 @@ def best(experiment_dir: str, as_json: bool) -> None:
     from tune_jobs.experiment import BEST_DIR
 
     click.echo(_describe_best(summary))
-    click.echo(f"  checkpoint: {summary['checkpoint'] or '(none recorded)'}; copied to {experiment.root}/{BEST_DIR} "
-               f"(textune generate {experiment.root} uses it)")
+    click.echo(
+        f"  checkpoint: {summary['checkpoint'] or '(none recorded)'}; copied to {experiment.root}/{BEST_DIR} "
+        f"(textune generate {experiment.root} uses it)"
+    )
 
 
 @click.command("export")
 @click.argument("experiment_dir", metavar="EXPERIMENT")
-@click.option("--out", "out_path", required=True, type=LocalPath("file"),
-              help="Parquet file for the per-trial table; the evaluations go beside it as NAME.evaluations.parquet.")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=LocalPath("file"),
+    help="Parquet file for the per-trial table; the evaluations go beside it as NAME.evaluations.parquet.",
+)
 @click.option("--force", is_flag=True, help="Replace --out (and its evaluations file) if they exist.")
-def export(experiment_dir: str, out_path: Path, force: bool) -> None:
+def export_command(experiment_dir: str, out_path: Path, force: bool) -> None:
     """Export EXPERIMENT's results: a row per trial and a row per evaluation, as Parquet.
 
     Both files appear whole or not at all: they are written beside their targets and renamed into place.
     """
     from tune_jobs.experiment import open_experiment
-    from tune_jobs.results import collect
+    from tune_jobs.results.collect import collect
     from tune_jobs.spec import load_saved_spec
 
     evaluations_path = LocalPath("file").convert(out_path.with_suffix(".evaluations.parquet"), None, None)
     existing = [str(p) for p in (out_path, evaluations_path) if p.exists()]
     if existing and not force:
-        raise TextuneError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; export "
-                           "does not overwrite files.",
-                           "Choose another --out, or add --force to replace them.")
+        raise TextuneError(
+            f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; export "
+            "does not overwrite files.",
+            "Choose another --out, or add --force to replace them.",
+        )
     experiment = open_experiment(experiment_dir)
     results = collect(experiment, load_saved_spec(experiment))
     _write_export(results, out_path, evaluations_path)
-    click.echo(f"{len(results.trials)} trials -> {out_path}; {len(results.evaluations)} evaluations -> "
-               f"{evaluations_path}")
+    click.echo(
+        f"{len(results.trials)} trials -> {out_path}; {len(results.evaluations)} evaluations -> {evaluations_path}"
+    )
 
 
-def _write_export(results: "ExperimentResults", out_path: Path, evaluations_path: Path) -> None:
+def _write_export(results: ExperimentResults, out_path: Path, evaluations_path: Path) -> None:
     """Write both tables to staging files and rename them over the targets; on any error remove what was
     written (staging files, directories made for --out) and keep the old targets."""
     import os
@@ -187,7 +214,7 @@ def _write_export(results: "ExperimentResults", out_path: Path, evaluations_path
     import pyarrow.fs
 
     from textune.paths import outermost_missing
-    from tune_jobs.results import write_tables
+    from tune_jobs.results.parquet import write_tables
 
     created = outermost_missing(out_path.parent)
     targets = (out_path, evaluations_path)
@@ -195,22 +222,29 @@ def _write_export(results: "ExperimentResults", out_path: Path, evaluations_path
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         write_tables(results, str(staged[0]), str(staged[1]), pyarrow.fs.LocalFileSystem())
-        for staging, target in zip(staged, targets):
+        for staging, target in zip(staged, targets, strict=True):
             os.replace(staging, target)
     except OSError as exc:
         for staging in staged:
             staging.unlink(missing_ok=True)
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
-        raise TextuneError(f"--out {out_path} cannot be written: {exc.strerror or exc}.",
-                           "Choose a --out in a directory this user can write.") from exc
+        raise TextuneError(
+            f"--out {out_path} cannot be written: {exc.strerror or exc}.",
+            "Choose a --out in a directory this user can write.",
+        ) from exc
 
 
 @click.command("tensorboard")
 @click.argument("experiment_dir", metavar="EXPERIMENT")
-@click.option("--port", type=click.IntRange(0, 65535), default=6006, show_default=True,
-              help="Port on 127.0.0.1; 0 picks a free one.")
-def tensorboard(experiment_dir: str, port: int) -> None:
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=6006,
+    show_default=True,
+    help="Port on 127.0.0.1; 0 picks a free one.",
+)
+def tensorboard_command(experiment_dir: str, port: int) -> None:
     """Serve TensorBoard on 127.0.0.1 for EXPERIMENT: every trial's curves and the HParams table.
 
     A port in use is refused (exit 2). Stopping this command (Ctrl-C, or SIGTERM / SIGHUP to its pid) stops
@@ -221,8 +255,17 @@ def tensorboard(experiment_dir: str, port: int) -> None:
     logdir = open_experiment(experiment_dir).local_path()
     port = _free_port(port)
     click.echo(f"TensorBoard for {logdir} at http://127.0.0.1:{port}/ (Ctrl-C stops it)", err=True)
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
-               "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(logdir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     raise click.exceptions.Exit(_serve_until_stopped(command))
 
 
@@ -235,8 +278,10 @@ def _free_port(port: int) -> int:
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
-            raise TextuneError(f"--port {port}: 127.0.0.1:{port} is in use ({exc.strerror}).",
-                               "Choose another --port (0 picks a free one), or stop what serves there.") from exc
+            raise TextuneError(
+                f"--port {port}: 127.0.0.1:{port} is in use ({exc.strerror}).",
+                "Choose another --port (0 picks a free one), or stop what serves there.",
+            ) from exc
         return int(probe.getsockname()[1])
 
 
@@ -261,8 +306,11 @@ def _serve_until_stopped(command: list[str]) -> int:
     # Linux: the kernel sends the server SIGTERM if this process dies without cleaning up (SIGKILL).
     server = subprocess.Popen(command, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     # A signal the caller ignores (nohup's SIGHUP) stays ignored.
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)
-                if signal.getsignal(sig) is not signal.SIG_IGN}
+    previous = {
+        sig: signal.signal(sig, stop)
+        for sig in (signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
         return server.wait()
     except KeyboardInterrupt:

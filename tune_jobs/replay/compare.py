@@ -43,8 +43,14 @@ def iqm_ci(values: list[float]) -> dict[str, Any]:
         return {"iqm": None, "low": None, "high": None, "n": 0}
     if len(data) < 2 or np.ptp(data) == 0:
         return {"iqm": iqm(data), "low": float(data.min()), "high": float(data.max()), "n": len(data)}
-    ci = bootstrap((data,), lambda x, axis: trim_mean(x, 0.25, axis=axis), n_resamples=BOOTSTRAP_RESAMPLES,
-                   confidence_level=0.95, method="percentile", random_state=0).confidence_interval
+    ci = bootstrap(
+        (data,),
+        lambda x, axis: trim_mean(x, 0.25, axis=axis),
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        confidence_level=0.95,
+        method="percentile",
+        random_state=0,
+    ).confidence_interval
     return {"iqm": iqm(data), "low": float(ci.low), "high": float(ci.high), "n": len(data)}
 
 
@@ -66,11 +72,14 @@ def search_record(search: SimulatedSearch, target: float, mode: str) -> dict[str
     progress = search.progress
     best = float(progress["best"].iloc[-1]) if not progress.empty else math.nan
     record: dict[str, Any] = {
-        "best": best, "regret": (best - target) if mode == "min" else (target - best),
+        "best": best,
+        "regret": (best - target) if mode == "min" else (target - best),
         "tokens": int(progress["tokens"].iloc[-1]) if not progress.empty else 0,
         "device_hours": float(progress["device_s"].iloc[-1]) / 3600 if not progress.empty else 0.0,
-        "makespan_hours": search.makespan_s / 3600, "trials": len(search.trials),
-        "extrapolated_share": search.extrapolated_share, "real_seconds": search.real_seconds,
+        "makespan_hours": search.makespan_s / 3600,
+        "trials": len(search.trials),
+        "extrapolated_share": search.extrapolated_share,
+        "real_seconds": search.real_seconds,
     }
     for tolerance in TOLERANCES:
         reached = progress[[within(v, target, tolerance, mode) for v in progress["best"]]]
@@ -89,11 +98,31 @@ class StrategyRuns:
     searches: list[SimulatedSearch]
 
 
-def run_strategy(table: CurveTable, lookup: CurveLookup, strategy: Strategy, seeds: int, workers: int, trials: int,
-                 target: float, overhead: Overhead = Overhead()) -> StrategyRuns:
-    """``seeds`` paired replays of ``strategy`` on ``workers`` simulated workers."""
-    searches = [simulate(strategy_spec(table, strategy, seed, trials), lookup, workers, seed, overhead,
-                         max_trials=trials) for seed in range(seeds)]
+def run_strategy(
+    table: CurveTable,
+    lookup: CurveLookup,
+    strategy: Strategy,
+    seeds: int,
+    workers: int,
+    trials: int,
+    target: float,
+    overhead: Overhead = Overhead(),
+    throughput_flops_per_s: float | None = None,
+) -> StrategyRuns:
+    """``seeds`` paired replays of ``strategy`` on ``workers`` simulated workers; evaluations take their recorded
+    wall seconds, or their FLOPs over ``throughput_flops_per_s`` when it is given."""
+    searches = [
+        simulate(
+            strategy_spec(table, strategy, seed, trials),
+            lookup,
+            workers,
+            seed,
+            overhead,
+            throughput_flops_per_s,
+            max_trials=trials,
+        )
+        for seed in range(seeds)
+    ]
     return StrategyRuns(strategy, [search_record(s, target, table.mode) for s in searches], searches)
 
 
@@ -101,22 +130,29 @@ def summarise(runs: StrategyRuns) -> dict[str, Any]:
     """IQM and CI of regret and of the cost to reach each tolerance, the share of seeds that reached it."""
     records = runs.records
     summary: dict[str, Any] = {
-        "strategy": runs.strategy.label, "slug": runs.strategy.slug, "seeds": len(records),
+        "strategy": runs.strategy.label,
+        "slug": runs.strategy.slug,
+        "seeds": len(records),
         "regret": iqm_ci([r["regret"] for r in records]),
         "tokens": iqm_ci([r["tokens"] for r in records]),
         "device_hours": iqm_ci([r["device_hours"] for r in records]),
         "extrapolated_share": float(np.mean([r["extrapolated_share"] for r in records])),
         "simulated_trials": sum(r["trials"] for r in records),
-        "simulated_trials_per_second": sum(r["trials"] for r in records) / max(sum(r["real_seconds"] for r in records),
-                                                                             1e-9),
+        "simulated_trials_per_second": sum(r["trials"] for r in records)
+        / max(sum(r["real_seconds"] for r in records), 1e-9),
     }
     for tolerance in TOLERANCES:
         tokens = [r[f"tokens_to_{tolerance:g}"] for r in records]
         summary[f"within_{tolerance:g}"] = {
             "reached_share": sum(t is not None for t in tokens) / len(records),
             "tokens": iqm_ci([t for t in tokens if t is not None]),
-            "device_hours": iqm_ci([r[f"device_hours_to_{tolerance:g}"] for r in records
-                                    if r[f"device_hours_to_{tolerance:g}"] is not None]),
+            "device_hours": iqm_ci(
+                [
+                    r[f"device_hours_to_{tolerance:g}"]
+                    for r in records
+                    if r[f"device_hours_to_{tolerance:g}"] is not None
+                ]
+            ),
         }
     return summary
 
@@ -135,24 +171,69 @@ def anytime(searches: list[SimulatedSearch], target: float, mode: str, axis: str
     return np.array([iqm(column[~np.isnan(column)]) if (~np.isnan(column)).any() else np.nan for column in stacked.T])
 
 
-def compare(table: CurveTable, lookup: CurveLookup, strategies: list[Strategy], seeds: int, workers: int,
-            trials: int, target: float | None = None, overhead: Overhead = Overhead()) -> tuple[list[StrategyRuns],
-                                                                                            dict[str, Any]]:
+def compare(
+    table: CurveTable,
+    lookup: CurveLookup,
+    strategies: list[Strategy],
+    seeds: int,
+    workers: int,
+    trials: int,
+    target: float | None = None,
+    overhead: Overhead = Overhead(),
+    throughput_flops_per_s: float | None = None,
+) -> tuple[list[StrategyRuns], dict[str, Any]]:
     """Every strategy × ``seeds`` on ``workers`` workers; returns the runs and the summary document."""
     target = table.best_value() if target is None else target
     started = time.perf_counter()
-    runs = [run_strategy(table, lookup, strategy, seeds, workers, trials, target, overhead) for strategy in strategies]
-    document = {
-        "metric": table.metric, "mode": table.mode, "target": target, "workers": workers, "seeds": seeds,
-        "trials": trials, "fill": lookup.fill,
+    runs = [
+        run_strategy(table, lookup, strategy, seeds, workers, trials, target, overhead, throughput_flops_per_s)
+        for strategy in strategies
+    ]
+    return runs, comparison_document(
+        table,
+        lookup.fill,
+        runs,
+        workers,
+        trials,
+        target,
+        overhead,
+        time.perf_counter() - started,
+        throughput_flops_per_s,
+    )
+
+
+def comparison_document(
+    table: CurveTable,
+    fill: str,
+    runs: list[StrategyRuns],
+    workers: int,
+    trials: int,
+    target: float,
+    overhead: Overhead,
+    real_seconds: float,
+    throughput_flops_per_s: float | None = None,
+) -> dict[str, Any]:
+    """The summary document of :func:`compare` from runs made by :func:`run_strategy` (here or in other
+    processes); ``real_seconds`` is the wall time they took, ``throughput_flops_per_s`` the one they timed
+    evaluations with (None: recorded wall seconds)."""
+    return {
+        "metric": table.metric,
+        "mode": table.mode,
+        "target": target,
+        "workers": workers,
+        "seeds": len(runs[0].records) if runs else 0,
+        "trials": trials,
+        "fill": fill,
         "overhead": {"slot_start_s": overhead.slot_start_s, "trial_start_s": overhead.trial_start_s},
-        "device_kind": table.manifest.get("device_kind"), "strategies": [summarise(r) for r in runs],
-        "real_seconds": time.perf_counter() - started,
+        "throughput_flops_per_s": throughput_flops_per_s,
+        "device_kind": table.manifest.get("device_kind"),
+        "strategies": [summarise(r) for r in runs],
+        "real_seconds": real_seconds,
     }
-    return runs, document
 
 
 def records_frame(runs: list[StrategyRuns]) -> pd.DataFrame:
     """A row per (strategy, seed) with every number of :func:`search_record`."""
-    return pd.DataFrame([{"strategy": r.strategy.label, "seed": seed, **record}
-                         for r in runs for seed, record in enumerate(r.records)])
+    return pd.DataFrame(
+        [{"strategy": r.strategy.label, "seed": seed, **record} for r in runs for seed, record in enumerate(r.records)]
+    )

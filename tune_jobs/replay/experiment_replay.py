@@ -14,21 +14,24 @@ Everything a replay needs is checked before anything is written (:func:`prepare_
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow.fs
-from pydantic import PositiveInt
+from pydantic import Field, PositiveInt
 
 from textune import strict_json
 from textune.config import StrictModel, dump_yaml, validate
+from textune.errors import TextuneError
 from tune_jobs.cost import experiment_cost
 from tune_jobs.experiment import EVALUATIONS_FILE, RESULTS_FILE, SPEC_FILE, Experiment
-from tune_jobs.replay.lookup import CurveLookup, held_out_error
+from tune_jobs.replay.lookup import CurveLookup, Fill, held_out_error
 from tune_jobs.replay.strategies import DEFAULT_STRATEGIES, Strategy, grid_points, parse_strategies, strategy_spec
 from tune_jobs.replay.table import MANIFEST_FILE, CurveTable, load_table, table_from_experiment, write_table
-from tune_jobs.results import ExperimentResults, read_trials, write_tables
+from tune_jobs.results.parquet import read_trials, write_tables
+from tune_jobs.results.table import ExperimentResults
 
 REPLAY_DIR = "replay"
 TABLE_DIR = "table"
@@ -49,6 +52,9 @@ class ReplayOptions(StrictModel):
     grace_period_tokens: list[PositiveInt] = []
     reduction_factors: list[float] = []
     fill: Literal["nearest", "surrogate"] = "surrogate"
+    # FLOPs per second of one trial's devices: evaluations then take their recorded FLOPs over it, not their
+    # recorded wall seconds (a replay for a faster or slower device).
+    throughput_flops_per_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 @dataclass
@@ -62,26 +68,41 @@ class PreparedReplay:
     workers: int
     seeds: int
     trials: int
-    fill: str
+    fill: Fill
+    throughput_flops_per_s: float | None = None
 
 
 def prepare_replay(experiment: Experiment, raw_options: dict[str, Any]) -> PreparedReplay:
     """Check the options and the experiment's curves; refuse a recorded table that fails its checksum."""
-    options = validate(ReplayOptions, raw_options, "textune replay options (--strategy, --workers, --seeds, --trials, "
-                                                  "--grace-period-tokens, --reduction-factor, --fill)")
+    options = validate(
+        ReplayOptions,
+        raw_options,
+        "textune replay options (--strategy, --workers, --seeds, --trials, "
+        "--grace-period-tokens, --reduction-factor, --fill, --throughput)",
+    )
     directory = experiment.local_path() / REPLAY_DIR
     table = table_from_experiment(experiment)
     if (directory / TABLE_DIR / MANIFEST_FILE).is_file():
         load_table(directory / TABLE_DIR)  # a changed table is reported, never silently replaced
     spec = table.spec
     trials = options.trials or len(read_trials(experiment))
-    names = options.strategies or [name for name in DEFAULT_STRATEGIES
-                                   if name != "grid+fifo" or grid_points(table) <= trials]
+    names = options.strategies or [
+        name for name in DEFAULT_STRATEGIES if name != "grid+fifo" or grid_points(table) <= trials
+    ]
     strategies = parse_strategies(names, spec, list(options.grace_period_tokens), list(options.reduction_factors))
     for strategy in strategies:
         strategy_spec(table, strategy, 0, trials)  # a setting no spec accepts fails here, before anything runs
     workers = options.workers or spec.max_concurrent_trials or 1
-    return PreparedReplay(experiment, directory, table, strategies, workers, options.seeds, trials, options.fill)
+    throughput = options.throughput_flops_per_s
+    if throughput is not None and not table.curves["flops"].fillna(0.0).gt(0).all():
+        raise TextuneError(
+            f"--throughput times evaluations by their FLOPs, but some evaluations of experiment {experiment.root} "
+            "record none (a trainer that does not count FLOPs).",
+            "Replay it without --throughput: evaluations then take their recorded wall seconds.",
+        )
+    return PreparedReplay(
+        experiment, directory, table, strategies, workers, options.seeds, trials, options.fill, throughput
+    )
 
 
 def run_replay(prepared: PreparedReplay) -> dict[str, Any]:
@@ -90,25 +111,73 @@ def run_replay(prepared: PreparedReplay) -> dict[str, Any]:
     from tune_jobs.replay.plot import plot_regret
 
     table, directory = prepared.table, prepared.directory
-    lookup = CurveLookup(table, prepared.fill)  # type: ignore[arg-type]
-    runs, document = compare(table, lookup, prepared.strategies, prepared.seeds, prepared.workers, prepared.trials)
+    lookup = CurveLookup(table, prepared.fill)
+    runs, document = compare(
+        table,
+        lookup,
+        prepared.strategies,
+        prepared.seeds,
+        prepared.workers,
+        prepared.trials,
+        throughput_flops_per_s=prepared.throughput_flops_per_s,
+    )
     document["experiment"] = prepared.experiment.root
-    document["recorded"] = {"trials": table.manifest["curves"], "configs": table.manifest["configs"],
-                            **experiment_cost(read_trials(prepared.experiment))}
-    document["fill_error"] = held_out_error(table, lookup.fill)  # type: ignore[arg-type]
+    document["recorded"] = {
+        "trials": table.manifest["curves"],
+        "configs": table.manifest["configs"],
+        **experiment_cost(read_trials(prepared.experiment)),
+    }
+    document["fill_error"] = held_out_error(table, lookup.fill)
     document["warning"] = extrapolation_warning(document)
     write_table(table, directory / TABLE_DIR)
     for strategy_runs in runs:
         spec = strategy_spec(table, strategy_runs.strategy, 0, prepared.trials)
-        write_simulated_experiment(strategy_runs.searches[0].trials, strategy_runs.searches[0].evaluations,
-                                   spec.model_copy(update={"name": strategy_runs.strategy.slug,
-                                                           "storage": str(directory / SEARCHES_DIR)}),
-                                   directory / SEARCHES_DIR / strategy_runs.strategy.slug)
-    document["plot"] = str(plot_regret(runs, document["target"], table.mode, table.metric,
-                                       f"replay of {prepared.experiment.name}: {prepared.workers} workers, "
-                                       f"{prepared.seeds} seeds", directory / PLOT_FILE))
+        write_simulated_experiment(
+            strategy_runs.searches[0].trials,
+            strategy_runs.searches[0].evaluations,
+            spec.model_copy(update={"name": strategy_runs.strategy.slug, "storage": str(directory / SEARCHES_DIR)}),
+            directory / SEARCHES_DIR / strategy_runs.strategy.slug,
+        )
+    document["plot"] = str(
+        plot_regret(
+            runs,
+            document["target"],
+            table.mode,
+            table.metric,
+            f"replay of {prepared.experiment.name}: {prepared.workers} workers, {prepared.seeds} seeds",
+            directory / PLOT_FILE,
+        )
+    )
     (directory / JSON_FILE).write_text(strict_json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return document
+
+
+def read_replay(experiment: Experiment) -> tuple[dict[str, Any], bytes | None] | None:
+    """The comparison ``textune replay`` wrote (``replay/replay.json``) and its plot (None when missing), or None
+    when no replay has run. Raises TextuneError for a replay.json that is not a JSON object."""
+    filesystem, root = experiment.filesystem()
+    where = f"{experiment.root}/{REPLAY_DIR}/{JSON_FILE}"
+    try:
+        with filesystem.open_input_stream(f"{root}/{REPLAY_DIR}/{JSON_FILE}") as handle:
+            document = json.loads(handle.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:  # undecodable bytes or JSON textune does not write
+        raise TextuneError(
+            f"{where} is not a textune replay document ({exc}).",
+            f"Delete {experiment.root}/{REPLAY_DIR} and run textune replay again.",
+        ) from exc
+    if not isinstance(document, dict) or not isinstance(document.get("strategies"), list):
+        raise TextuneError(
+            f"{where} is not a textune replay document (it holds no list of strategies).",
+            f"Delete {experiment.root}/{REPLAY_DIR} and run textune replay again.",
+        )
+    try:
+        with filesystem.open_input_stream(f"{root}/{REPLAY_DIR}/{PLOT_FILE}") as handle:
+            plot: bytes | None = handle.read()
+    except FileNotFoundError:
+        plot = None
+    return document, plot
 
 
 def extrapolation_warning(document: dict[str, Any]) -> str | None:
@@ -116,17 +185,23 @@ def extrapolation_warning(document: dict[str, Any]) -> str | None:
     worst = max(document["strategies"], key=lambda s: s["extrapolated_share"])
     if worst["extrapolated_share"] <= WARN_EXTRAPOLATED_SHARE:
         return None
-    return (f"{100 * worst['extrapolated_share']:.0f}% of the evaluations of {worst['strategy']} (the most of any "
-            f"strategy) were not recorded and came from the {document['fill']} fill: the recorded curves do not "
-            "cover the space it searched, so its numbers say more about the fill than about the recording.")
+    return (
+        f"{100 * worst['extrapolated_share']:.0f}% of the evaluations of {worst['strategy']} (the most of any "
+        f"strategy) were not recorded and came from the {document['fill']} fill: the recorded curves do not "
+        "cover the space it searched, so its numbers say more about the fill than about the recording."
+    )
 
 
 def write_simulated_experiment(trials: Any, evaluations: Any, spec: Any, directory: Path) -> Path:
     """A simulated search as an experiment directory that ``textune best`` and ``analyze`` read."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / SPEC_FILE).write_text(dump_yaml(spec.model_dump(mode="json", exclude_none=True)), encoding="utf-8")
-    write_tables(ExperimentResults(trials, evaluations), str(directory / RESULTS_FILE),
-                 str(directory / EVALUATIONS_FILE), pyarrow.fs.LocalFileSystem())
+    write_tables(
+        ExperimentResults(trials, evaluations),
+        str(directory / RESULTS_FILE),
+        str(directory / EVALUATIONS_FILE),
+        pyarrow.fs.LocalFileSystem(),
+    )
     return directory
 
 
@@ -135,20 +210,31 @@ def describe(document: dict[str, Any]) -> str:
     from tune_jobs.replay.compare import format_ci
 
     error = document["fill_error"]
-    lines = [f"replay of {document['experiment']}: {document['recorded']['trials']} recorded curves; target "
-             f"{document['metric']} {document['target']:.4f} (the experiment's best), {document['workers']} "
-             f"workers, {document['seeds']} paired seeds, {document['trials']} trials each",
-             f"the experiment itself: {document['recorded']['tokens']:,} tokens, "
-             f"{document['recorded']['device_hours']:.4f} device-hours ({document['device_kind']})",
-             f"fill for unrecorded evaluations: {document['fill']} (held-out error {error['scheme']}: MAE "
-             f"{error['mae']:.3f}, RMSE {error['rmse']:.3f} {document['metric']})", "",
-             f"{'strategy':<40} {'regret IQM [95% CI]':<26} {'reached':>7} {'tokens to best±1% IQM [CI]':<30} "
-             f"{'device-h to ±1%':<16} {'extrap.':>7}"]
+    lines = [
+        f"replay of {document['experiment']}: {document['recorded']['trials']} recorded curves; target "
+        f"{document['metric']} {document['target']:.4f} (the experiment's best), {document['workers']} "
+        f"workers, {document['seeds']} paired seeds, {document['trials']} trials each",
+        f"the experiment itself: {document['recorded']['tokens']:,} tokens, "
+        f"{document['recorded']['device_hours']:.4f} device-hours ({document['device_kind']})",
+        f"fill for unrecorded evaluations: {document['fill']} (held-out error {error['scheme']}: MAE "
+        f"{error['mae']:.3f}, RMSE {error['rmse']:.3f} {document['metric']})",
+        "evaluation time: "
+        + (
+            "the recorded wall seconds"
+            if document["throughput_flops_per_s"] is None
+            else f"the recorded FLOPs at {document['throughput_flops_per_s']:.3g} FLOP/s per trial (--throughput)"
+        ),
+        "",
+        f"{'strategy':<40} {'regret IQM [95% CI]':<26} {'reached':>7} {'tokens to best±1% IQM [CI]':<30} "
+        f"{'device-h to ±1%':<16} {'extrap.':>7}",
+    ]
     for s in document["strategies"]:
         one = s["within_0.01"]
-        lines.append(f"{s['strategy']:<40} {format_ci(s['regret'], '.4f'):<26} {100 * one['reached_share']:6.0f}% "
-                     f"{format_ci(one['tokens'], ',.0f'):<30} {_fmt(one['device_hours']['iqm'], '.4f'):<16} "
-                     f"{100 * s['extrapolated_share']:6.0f}%")
+        lines.append(
+            f"{s['strategy']:<40} {format_ci(s['regret'], '.4f'):<26} {100 * one['reached_share']:6.0f}% "
+            f"{format_ci(one['tokens'], ',.0f'):<30} {_fmt(one['device_hours']['iqm'], '.4f'):<16} "
+            f"{100 * s['extrapolated_share']:6.0f}%"
+        )
     return "\n".join(lines)
 
 

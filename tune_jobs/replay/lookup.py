@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tune_jobs.replay.table import SEED_KEY, CurveTable
-from tune_jobs.results import CONFIG_PREFIX, plain_value
+from tune_jobs.results.table import CONFIG_PREFIX, plain_value
 from tune_jobs.space import IGNORED_PREFIX
 
 Fill = Literal["nearest", "surrogate"]
@@ -99,12 +99,15 @@ class CurveLookup:
         self.by_key = {config_key(self._config_of(row), self.params): row["config_id"] for _, row in configs.iterrows()}
         self.seeds = {cid: sorted(group.unique().tolist()) for cid, group in curves.groupby("config_id")["seed"]}
         columns = [self.metric, "train_loss", "wall_s", "flops"]
-        self.rows = {key: dict(zip(group["tokens"].tolist(), group[columns].itertuples(index=False, name=None)))
-                     for key, group in curves.groupby(["config_id", "seed"])}
+        self.rows = {
+            key: dict(zip(group["tokens"].tolist(), group[columns].itertuples(index=False, name=None), strict=True))
+            for key, group in curves.groupby(["config_id", "seed"])
+        }
         # Per token count: which configurations (as indices into self.points) have a recorded evaluation there.
         position = {cid: i for i, cid in enumerate(self.config_ids)}
-        self.at_tokens = {int(t): np.array(sorted(position[c] for c in g.unique()))
-                          for t, g in curves.groupby("tokens")["config_id"]}
+        self.at_tokens = {
+            int(t): np.array(sorted(position[c] for c in g.unique())) for t, g in curves.groupby("tokens")["config_id"]
+        }
         self.token_grid = np.array(sorted(self.at_tokens))
         self._surrogate: Any = None
         self._predicted: dict[tuple[Any, ...], dict[int, float]] = {}
@@ -156,7 +159,7 @@ class CurveLookup:
             point = self.encoder.encode(config)
             grid = sorted({int(tokens), *self.token_grid.tolist()})
             features = np.array([[*point, math.log(t)] for t in grid])
-            self._predicted[key] = dict(zip(grid, self._surrogate.predict(features).tolist()))
+            self._predicted[key] = dict(zip(grid, self._surrogate.predict(features).tolist(), strict=True))
         curve = self._predicted[key]
         if int(tokens) not in curve:
             point = self.encoder.encode(config)
@@ -170,8 +173,12 @@ def fit_surrogate(table: CurveTable, encoder: _Encoder) -> Any:
 
     curves = table.curves[table.curves[table.metric].map(math.isfinite)]
     params = trained_params(table)
-    features = np.array([[*encoder.encode({n: row[CONFIG_PREFIX + n] for n in params}), math.log(row["tokens"])]
-                         for _, row in curves.iterrows()])
+    features = np.array(
+        [
+            [*encoder.encode({n: row[CONFIG_PREFIX + n] for n in params}), math.log(row["tokens"])]
+            for _, row in curves.iterrows()
+        ]
+    )
     model = RandomForestRegressor(n_estimators=SURROGATE_TREES, min_samples_leaf=2, random_state=0, n_jobs=1)
     return model.fit(features, curves[table.metric].to_numpy())
 
@@ -198,6 +205,10 @@ def held_out_error(table: CurveTable, fill: Fill, max_folds: int = 20) -> dict[s
                 errors.append(lookup.evaluation(config, int(row["tokens"])).metric - truth)
     values = np.array(errors)
     scheme = "leave-one-configuration-out" if folds == len(ids) else f"{folds}-fold by configuration"
-    return {"fill": fill, "scheme": scheme, "evaluations": len(values),
-            "mae": float(np.abs(values).mean()) if len(values) else math.nan,
-            "rmse": float(np.sqrt((values ** 2).mean())) if len(values) else math.nan}
+    return {
+        "fill": fill,
+        "scheme": scheme,
+        "evaluations": len(values),
+        "mae": float(np.abs(values).mean()) if len(values) else math.nan,
+        "rmse": float(np.sqrt((values**2).mean())) if len(values) else math.nan,
+    }

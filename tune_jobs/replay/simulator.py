@@ -27,9 +27,10 @@ from typing import Any
 
 import pandas as pd
 
+from models.status import TrialStatus
 from tune_jobs.cost import trial_cost
-from tune_jobs.replay.lookup import CurveLookup
-from tune_jobs.results import CONFIG_PREFIX
+from tune_jobs.replay.lookup import CurveLookup, Evaluation
+from tune_jobs.results.table import CONFIG_PREFIX
 from tune_jobs.search import TIME_ATTR, build_scheduler, build_search_alg
 from tune_jobs.space import to_param_space
 from tune_jobs.spec import JobSpec
@@ -104,14 +105,21 @@ def evaluation_tokens(spec: JobSpec) -> list[int]:
     return points if points and points[-1] == budget else [*points, budget]
 
 
-def simulate(spec: JobSpec, lookup: CurveLookup, workers: int, seed: int = 0, overhead: Overhead = Overhead(),
-             throughput_flops_per_s: float | None = None, max_trials: int | None = None) -> SimulatedSearch:
+def simulate(
+    spec: JobSpec,
+    lookup: CurveLookup,
+    workers: int,
+    seed: int = 0,
+    overhead: Overhead = Overhead(),
+    throughput_flops_per_s: float | None = None,
+    max_trials: int | None = None,
+) -> SimulatedSearch:
     """Replay the search ``spec`` describes (its algorithm, scheduler, space, num_samples and seed) on ``workers``
     simulated workers; ``seed`` also picks among a configuration's recorded seeds. ``max_trials`` stops taking
     new trials from the searcher after that many (a grid larger than the replay's budget is cut there)."""
     from ray.tune.experiment import Experiment, Trial
     from ray.tune.schedulers import TrialScheduler
-    from ray.tune.search import SearchGenerator, Searcher
+    from ray.tune.search import Searcher, SearchGenerator
 
     started_at = time.perf_counter()
     search_alg = build_search_alg(spec, list(spec.search.points_to_evaluate), workers)
@@ -122,10 +130,13 @@ def simulate(spec: JobSpec, lookup: CurveLookup, workers: int, seed: int = 0, ov
     search_alg.set_search_properties(None, None, param_space)
     points = evaluation_tokens(spec)
     devices = spec.resources.gpu if spec.resources.gpu > 0 else spec.resources.cpu
-    controller, queue, free, warm = _Controller(), [], list(range(workers)), set()
+    # Typed Any: it stands in for Ray Tune's TuneController, of which schedulers call get_trials() only.
+    controller: Any = _Controller()
+    queue: list[tuple[float, int, _Running, Evaluation, float]] = []  # (finish time, tie-break, trial, step, s)
+    free, warm = list(range(workers)), set()
     index: dict[str, int] = {}  # Ray's trial id -> the order the searcher proposed it
     rows: list[dict[str, Any]] = []
-    finished: list[tuple[_Running, str]] = []
+    finished: list[tuple[_Running, TrialStatus]] = []
     progress: list[tuple[float, int, float, float]] = []
     decisions: list[tuple[int, int, str]] = []
     clock = device_s = 0.0
@@ -142,8 +153,9 @@ def simulate(spec: JobSpec, lookup: CurveLookup, workers: int, seed: int = 0, ov
         sequence += 1
 
     with tempfile.TemporaryDirectory(prefix="textune-replay-") as storage:
-        search_alg.add_configurations([Experiment("replay", _never_run, config=param_space,
-                                                  num_samples=spec.num_samples, storage_path=storage)])
+        search_alg.add_configurations(
+            [Experiment("replay", _never_run, config=param_space, num_samples=spec.num_samples, storage_path=storage)]
+        )
         while True:
             while free:
                 trial = scheduler.choose_trial_to_run(controller)
@@ -172,24 +184,41 @@ def simulate(spec: JobSpec, lookup: CurveLookup, workers: int, seed: int = 0, ov
             state.flops += step.flops
             tokens_total += tokens - (points[state.evaluation - 1] if state.evaluation else 0)
             device_s += seconds * devices
-            status = "diverged" if not math.isfinite(step.metric) else "running"
+            status = TrialStatus.DIVERGED if not math.isfinite(step.metric) else TrialStatus.RUNNING
             if math.isfinite(step.metric):
                 state.best = min(state.best, sign * step.metric)
                 best = min(best, sign * step.metric)
-            result = {TIME_ATTR: tokens, spec.metric: step.metric, "train_loss": step.train_loss,
-                      "flops": state.flops, "time_total_s": state.trial_wall_s, "status": status,
-                      "training_iteration": state.evaluation + 1, "trial_id": state.trial.trial_id}
+            result = {
+                TIME_ATTR: tokens,
+                spec.metric: step.metric,
+                "train_loss": step.train_loss,
+                "flops": state.flops,
+                "time_total_s": state.trial_wall_s,
+                "status": status,
+                "training_iteration": state.evaluation + 1,
+                "trial_id": state.trial.trial_id,
+            }
             decision = scheduler.on_trial_result(controller, state.trial, result)
             decisions.append((state.index, tokens, decision))
-            done = decision == TrialScheduler.STOP or tokens >= points[-1] or status == "diverged"
+            done = decision == TrialScheduler.STOP or tokens >= points[-1] or status == TrialStatus.DIVERGED
             if done:
-                result["status"] = status if status == "diverged" else (
-                    "completed" if tokens >= points[-1] else "running")
+                result["status"] = (
+                    status
+                    if status == TrialStatus.DIVERGED
+                    else (TrialStatus.COMPLETED if tokens >= points[-1] else TrialStatus.RUNNING)
+                )
             else:
                 search_alg.on_trial_result(state.trial.trial_id, result)
             state.last = result
-            rows.append({"trial_id": _trial_name(state.index), **_evaluation_columns(result), "clock_s": clock,
-                         "worker": state.worker, "extrapolated": step.extrapolated})
+            rows.append(
+                {
+                    "trial_id": _trial_name(state.index),
+                    **_evaluation_columns(result),
+                    "clock_s": clock,
+                    "worker": state.worker,
+                    "extrapolated": step.extrapolated,
+                }
+            )
             progress.append((clock, tokens_total, device_s, sign * best))
             if done:
                 scheduler.on_trial_complete(controller, state.trial, result)
@@ -204,8 +233,9 @@ def simulate(spec: JobSpec, lookup: CurveLookup, workers: int, seed: int = 0, ov
     trials = _trial_table(finished, spec, sign)
     extrapolated = float(evaluations["extrapolated"].mean()) if not evaluations.empty else 0.0
     progress_frame = pd.DataFrame(progress, columns=["clock_s", "tokens", "device_s", "best"])
-    return SimulatedSearch(trials, evaluations, progress_frame, decisions, clock, extrapolated,
-                           time.perf_counter() - started_at)
+    return SimulatedSearch(
+        trials, evaluations, progress_frame, decisions, clock, extrapolated, time.perf_counter() - started_at
+    )
 
 
 def _trial_name(index: int) -> str:
@@ -217,31 +247,41 @@ def _evaluation_columns(result: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in result.items() if key not in ("trial_id", "training_iteration")}
 
 
-def _final_status(result: dict[str, Any], max_tokens: int) -> str:
-    if result["status"] == "diverged":
-        return "diverged"
-    return "completed" if result[TIME_ATTR] >= max_tokens else "early_stopped"
+def _final_status(result: dict[str, Any], max_tokens: int) -> TrialStatus:
+    if result["status"] == TrialStatus.DIVERGED:
+        return TrialStatus.DIVERGED
+    return TrialStatus.COMPLETED if result[TIME_ATTR] >= max_tokens else TrialStatus.EARLY_STOPPED
 
 
-def _trial_table(finished: list[tuple[_Running, str]], spec: JobSpec, sign: float) -> pd.DataFrame:
+def _trial_table(finished: list[tuple[_Running, TrialStatus]], spec: JobSpec, sign: float) -> pd.DataFrame:
     """A row per trial in results.parquet's layout, best first."""
     rows = []
     for state, status in sorted(finished, key=lambda item: item[0].index):
         best_metric = sign * state.best if math.isfinite(state.best) else math.inf * sign
         last = state.last
-        rows.append({
-            "trial_id": _trial_name(state.index), "status": status,
-            **{CONFIG_PREFIX + name: value for name, value in state.config.items()},
-            **trial_cost(last, spec.resources),
-            "best_metric": best_metric,
-            "best_val_bpc": best_metric if spec.metric == "val_bpc" else math.nan,
-            "best_val_ppl": best_metric if spec.metric == "val_ppl" else math.nan,
-            "last_val_bpc": float(last.get("val_bpc", math.nan)), "last_val_ppl": float(last.get("val_ppl", math.nan)),
-            "floor_bpc": math.nan, "evaluations": state.evaluation + 1,
-            # A replay trains nothing, so it keeps no checkpoint and has no trial directory.
-            "checkpoint": None, "checkpoint_sha256": None, "trial_dir": None,
-            "node_id": None, "gpu_ids": None, "failures": 0, "error": None,
-        })
+        rows.append(
+            {
+                "trial_id": _trial_name(state.index),
+                "status": status.value,
+                **{CONFIG_PREFIX + name: value for name, value in state.config.items()},
+                **trial_cost(last, spec.resources),
+                "best_metric": best_metric,
+                "best_val_bpc": best_metric if spec.metric == "val_bpc" else math.nan,
+                "best_val_ppl": best_metric if spec.metric == "val_ppl" else math.nan,
+                "last_val_bpc": float(last.get("val_bpc", math.nan)),
+                "last_val_ppl": float(last.get("val_ppl", math.nan)),
+                "floor_bpc": math.nan,
+                "evaluations": state.evaluation + 1,
+                # A replay trains nothing, so it keeps no checkpoint and has no trial directory.
+                "checkpoint": None,
+                "checkpoint_sha256": None,
+                "trial_dir": None,
+                "node_id": None,
+                "gpu_ids": None,
+                "failures": 0,
+                "error": None,
+            }
+        )
     trials = pd.DataFrame(rows)
     if not trials.empty:
         trials = trials.sort_values("best_metric", ascending=spec.mode == "min", kind="stable").reset_index(drop=True)

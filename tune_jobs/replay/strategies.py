@@ -15,15 +15,14 @@ from typing import get_args
 from textune.config import did_you_mean, validate
 from textune.errors import TextuneError
 from tune_jobs.replay.table import SEED_KEY, CurveTable
-from tune_jobs.results import CONFIG_PREFIX, plain_value
+from tune_jobs.results.table import CONFIG_PREFIX, plain_value
 from tune_jobs.space import Dimension, grid_size
 from tune_jobs.spec import RUNG_ALGORITHMS, JobSpec, SchedulerConfig, SearchConfig
 
 ALGORITHMS: tuple[str, ...] = get_args(SearchConfig.model_fields["algorithm"].annotation)
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerConfig.model_fields["kind"].annotation)
 # Every pair the spec allows: bohb models ASHA's rungs, so it has no FIFO strategy.
-STRATEGIES = tuple(f"{a}+{s}" for a in ALGORITHMS for s in SCHEDULERS
-                   if not (a in RUNG_ALGORITHMS and s != "asha"))
+STRATEGIES = tuple(f"{a}+{s}" for a in ALGORITHMS for s in SCHEDULERS if not (a in RUNG_ALGORITHMS and s != "asha"))
 # The benchmark's default set (docs/replay.md); textune's default is hyperopt+asha.
 DEFAULT_STRATEGIES = ("random+fifo", "grid+fifo", "random+asha", "hyperopt+fifo", "hyperopt+asha")
 
@@ -57,8 +56,11 @@ def parse_strategies(names: list[str], spec: JobSpec, grace_periods: list[int], 
     strategies = []
     for name in names:
         if name not in STRATEGIES:
-            raise TextuneError(f'--strategy "{name}" is not a strategy.{did_you_mean(name, STRATEGIES)} Strategies: '
-                               f"{', '.join(STRATEGIES)}.", "Give one of them per --strategy.")
+            raise TextuneError(
+                f'--strategy "{name}" is not a strategy.{did_you_mean(name, STRATEGIES)} Strategies: '
+                f"{', '.join(STRATEGIES)}.",
+                "Give one of them per --strategy.",
+            )
         algorithm, scheduler = name.split("+")
         if scheduler == "fifo":
             strategies.append(Strategy(algorithm, scheduler))
@@ -73,22 +75,32 @@ def strategy_spec(table: CurveTable, strategy: Strategy, seed: int, trials: int)
     """The job spec that runs ``strategy`` over the table's space with ``trials`` trials (a grid runs once)."""
     spec = table.spec
     # A replay's seed picks among a configuration's recorded seeds, so a searched seed is not searched again.
-    space = {name: _dimension(table, name, dimension, strategy.algorithm)
-             for name, dimension in spec.space.items() if name != SEED_KEY}
+    space = {
+        name: _dimension(table, name, dimension, strategy.algorithm)
+        for name, dimension in spec.space.items()
+        if name != SEED_KEY
+    }
     recorded = spec.model_dump(mode="json", exclude_none=True)
     scheduler = {"kind": strategy.scheduler, "reduction_factor": strategy.reduction_factor}
     if strategy.grace_period_tokens is not None:
         scheduler["grace_period_tokens"] = strategy.grace_period_tokens
     recorded.pop("max_concurrent_trials", None)  # the replay's workers limit the trials at once
-    data = {**recorded, "space": {name: d.model_dump(exclude_none=True) for name, d in space.items()},
-            "search": {**recorded["search"], "algorithm": strategy.algorithm, "warm_start_from": None},
-            "scheduler": scheduler, "seed": seed,
-            # A grid runs once after the points to evaluate, each of which counts as a sample.
-            "num_samples": 1 + len(spec.search.points_to_evaluate) if strategy.algorithm == "grid" else trials}
+    data = {
+        **recorded,
+        "space": {name: d.model_dump(exclude_none=True) for name, d in space.items()},
+        "search": {**recorded["search"], "algorithm": strategy.algorithm, "warm_start_from": None},
+        "scheduler": scheduler,
+        "seed": seed,
+        # A grid runs once after the points to evaluate, each of which counts as a sample.
+        "num_samples": 1 + len(spec.search.points_to_evaluate) if strategy.algorithm == "grid" else trials,
+    }
     # The spec's own checks (a grace period within the budget, a factor above 1, at most MAX_RUNGS rungs) hold
     # for a replayed strategy too, and name the setting in one paragraph.
-    return validate(JobSpec, data, f"replayed strategy {strategy.label} (from --strategy, --grace-period-tokens, "
-                                   "--reduction-factor)")
+    return validate(
+        JobSpec,
+        data,
+        f"replayed strategy {strategy.label} (from --strategy, --grace-period-tokens, --reduction-factor)",
+    )
 
 
 def _dimension(table: CurveTable, name: str, dimension: Dimension, algorithm: str) -> Dimension:

@@ -29,10 +29,12 @@ from typing import Any
 import pandas as pd
 
 from textune import strict_json
+from textune.digest import sha256_of
 from textune.errors import TextuneError
 from tune_jobs.cost import device_kind, devices_per_trial
 from tune_jobs.experiment import EVALUATIONS_FILE, Experiment
-from tune_jobs.results import CONFIG_PREFIX, plain_value, read_evaluations, read_trials, searched_config
+from tune_jobs.results.parquet import read_evaluations, read_trials
+from tune_jobs.results.table import CONFIG_PREFIX, plain_value, searched_config
 from tune_jobs.space import trainer_params
 from tune_jobs.spec import JobSpec, load_saved_spec
 
@@ -90,14 +92,18 @@ def table_from_experiment(experiment: Experiment) -> CurveTable:
     spec = load_saved_spec(experiment)
     trials, evaluations = read_trials(experiment), read_evaluations(experiment)
     if evaluations.empty or "tokens" not in evaluations:
-        raise TextuneError(f"experiment {experiment.root} has no evaluations (no trial reported a result), so "
-                           "there are no learning curves to replay.",
-                           f"Resume it until trials report (textune resume {experiment.root}), or replay another.")
+        raise TextuneError(
+            f"experiment {experiment.root} has no evaluations (no trial reported a result), so "
+            "there are no learning curves to replay.",
+            f"Resume it until trials report (textune resume {experiment.root}), or replay another.",
+        )
     reported = trials[trials["trial_id"].isin(set(evaluations["trial_id"]))]
     if len(reported) < 2:
-        raise TextuneError(f"experiment {experiment.root} has {len(reported)} trial with evaluations; a replay "
-                           "compares configurations, so it needs at least 2.",
-                           "Replay an experiment with more trials (num_samples >= 2).")
+        raise TextuneError(
+            f"experiment {experiment.root} has {len(reported)} trial with evaluations; a replay "
+            "compares configurations, so it needs at least 2.",
+            "Replay an experiment with more trials (num_samples >= 2).",
+        )
     params = searched_params(spec)
     curves = pd.concat([_curve(row, evaluations, spec, params) for _, row in reported.iterrows()], ignore_index=True)
     filesystem, path = experiment.filesystem()
@@ -115,13 +121,20 @@ def make_table(curves: pd.DataFrame, spec: JobSpec, source: dict[str, Any]) -> C
     """A table of ``curves`` (the columns of the module docstring) recorded with ``spec``; ``source`` says where
     the curves came from and goes into the manifest."""
     manifest = {
-        "format": FORMAT_VERSION, **source,
-        "spec": spec.model_dump(mode="json", exclude_none=True), "params": searched_params(spec),
-        "metric": spec.metric, "mode": spec.mode, "max_tokens": spec.budget.max_tokens,
-        "eval_every_tokens": spec.budget.eval_every_tokens, "device_kind": device_kind(spec.resources),
+        "format": FORMAT_VERSION,
+        **source,
+        "spec": spec.model_dump(mode="json", exclude_none=True),
+        "params": searched_params(spec),
+        "metric": spec.metric,
+        "mode": spec.mode,
+        "max_tokens": spec.budget.max_tokens,
+        "eval_every_tokens": spec.budget.eval_every_tokens,
+        "device_kind": device_kind(spec.resources),
         "devices_per_trial": devices_per_trial(spec.resources),
-        "machine": machine_record(), "packages": package_versions(),
-        "configs": int(curves["config_id"].nunique()), "curves": int(curves["source_trial"].nunique()),
+        "machine": machine_record(),
+        "packages": package_versions(),
+        "configs": int(curves["config_id"].nunique()),
+        "curves": int(curves["source_trial"].nunique()),
     }
     return CurveTable(curves, manifest)
 
@@ -134,16 +147,19 @@ def _curve(trial: pd.Series, evaluations: pd.DataFrame, spec: JobSpec, params: l
     # Ray's time_total_s and the trainer's flops are cumulative; a table keeps each evaluation interval's share.
     elapsed = history["time_total_s"].astype(float) if "time_total_s" in history else pd.Series(0.0, history.index)
     flops = history["flops"].astype(float).ffill().fillna(0.0) if "flops" in history else pd.Series(0.0, history.index)
-    rows = pd.DataFrame({
-        "config_id": config_id(config), "seed": int(config.get(SEED_KEY, spec.seed)),
-        "source_trial": str(trial["trial_id"]),
-        **{CONFIG_PREFIX + name: config.get(name) for name in params},
-        "tokens": history["tokens"].astype("int64").to_numpy(),
-        "val_bpc": history["val_bpc"].astype(float).to_numpy(),
-        "train_loss": history["train_loss"].astype(float).to_numpy() if "train_loss" in history else math.nan,
-        "wall_s": elapsed.diff().fillna(elapsed).clip(lower=0.0).to_numpy(),
-        "flops": flops.diff().fillna(flops).clip(lower=0.0).to_numpy(),
-    })
+    rows = pd.DataFrame(
+        {
+            "config_id": config_id(config),
+            "seed": int(config.get(SEED_KEY, spec.seed)),
+            "source_trial": str(trial["trial_id"]),
+            **{CONFIG_PREFIX + name: config.get(name) for name in params},
+            "tokens": history["tokens"].astype("int64").to_numpy(),
+            "val_bpc": history["val_bpc"].astype(float).to_numpy(),
+            "train_loss": history["train_loss"].astype(float).to_numpy() if "train_loss" in history else math.nan,
+            "wall_s": elapsed.diff().fillna(elapsed).clip(lower=0.0).to_numpy(),
+            "flops": flops.diff().fillna(flops).clip(lower=0.0).to_numpy(),
+        }
+    )
     if "val_ppl" in history:
         rows["val_ppl"] = history["val_ppl"].astype(float).to_numpy()
     return rows
@@ -151,8 +167,13 @@ def _curve(trial: pd.Series, evaluations: pd.DataFrame, spec: JobSpec, params: l
 
 def machine_record() -> dict[str, Any]:
     """Where the table was recorded: wall times only compare on the same kind of machine."""
-    return {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "load_average_1m": os.getloadavg()[0]}
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_1m": os.getloadavg()[0],
+    }
 
 
 def package_versions() -> dict[str, str | None]:
@@ -177,7 +198,7 @@ def write_table(table: CurveTable, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     staging = directory / f".{CURVES_FILE}.tmp"
     pq.write_table(pa.Table.from_pandas(table.curves, preserve_index=False), staging)
-    manifest = {**table.manifest, "parquet_sha256": _sha256(staging), "rows": len(table.curves)}
+    manifest = {**table.manifest, "parquet_sha256": sha256_of(staging), "rows": len(table.curves)}
     manifest_staging = directory / f".{MANIFEST_FILE}.tmp"
     manifest_staging.write_text(strict_json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     staging.replace(directory / CURVES_FILE)
@@ -190,26 +211,26 @@ def load_table(directory: Path) -> CurveTable:
     """Read a table written by :func:`write_table`, verifying the Parquet against the manifest's checksum."""
     manifest_path, curves_path = directory / MANIFEST_FILE, directory / CURVES_FILE
     if not manifest_path.is_file() or not curves_path.is_file():
-        raise TextuneError(f"{directory} is not a learning-curve table (it needs {MANIFEST_FILE} and {CURVES_FILE}).",
-                           "Give a directory written by textune replay (EXPERIMENT/replay/table) or "
-                           "benchmarks/record_table.py.")
+        raise TextuneError(
+            f"{directory} is not a learning-curve table (it needs {MANIFEST_FILE} and {CURVES_FILE}).",
+            "Give a directory written by textune replay (EXPERIMENT/replay/table) or benchmarks/record_table.py.",
+        )
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         recorded = manifest["parquet_sha256"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise TextuneError(f"{manifest_path} is not a table manifest (unreadable JSON or no parquet_sha256).",
-                           f"Rebuild the table: delete {directory} and run textune replay on its experiment.") from exc
-    found = _sha256(curves_path)
+        raise TextuneError(
+            f"{manifest_path} is not a table manifest (unreadable JSON or no parquet_sha256).",
+            f"Rebuild the table: delete {directory} and run textune replay on its experiment.",
+        ) from exc
+    found = sha256_of(curves_path)
     if found != recorded:
-        raise TextuneError(f"table {curves_path} fails its checksum: its manifest records sha256 {recorded[:12]}…, "
-                           f"the file has {found[:12]}…, so the curves changed after they were recorded.",
-                           f"Rebuild the table: delete {directory} and run textune replay on its experiment again "
-                           "(or re-record it with benchmarks/record_table.py).")
+        raise TextuneError(
+            f"table {curves_path} fails its checksum: its manifest records sha256 {recorded[:12]}…, "
+            f"the file has {found[:12]}…, so the curves changed after they were recorded.",
+            f"Rebuild the table: delete {directory} and run textune replay on its experiment again "
+            "(or re-record it with benchmarks/record_table.py).",
+        )
     import pyarrow.parquet as pq
 
     return CurveTable(pq.read_table(curves_path).to_pandas(), manifest)
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()

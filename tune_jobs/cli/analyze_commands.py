@@ -17,7 +17,7 @@ BAR_WIDTH = 30
 @click.command("analyze")
 @click.argument("experiment_dir", metavar="EXPERIMENT")
 @click.option("--json", "as_json", is_flag=True, help="Print the importance document as JSON instead of a table.")
-def analyze(experiment_dir: str, as_json: bool) -> None:
+def analyze_command(experiment_dir: str, as_json: bool) -> None:
     """Hyperparameter importance of EXPERIMENT: each hyperparameter's share of the metric's variance across
     the finished trials (functional ANOVA over a random-forest surrogate), its main-effect curve and the
     interactions of the top three. A search with fewer than 10 finished trials per hyperparameter, or whose
@@ -27,7 +27,7 @@ def analyze(experiment_dir: str, as_json: bool) -> None:
     from tune_jobs.analysis.importance import analyze_importance
     from tune_jobs.analysis.store import IMPORTANCE_FILE, write_analysis
     from tune_jobs.experiment import open_experiment
-    from tune_jobs.results import read_trials
+    from tune_jobs.results.parquet import read_trials
     from tune_jobs.spec import load_saved_spec
 
     experiment = open_experiment(experiment_dir)
@@ -42,14 +42,17 @@ def analyze(experiment_dir: str, as_json: bool) -> None:
         click.echo(f"\nwritten: {path}")
 
 
-def describe(report: "ImportanceReport") -> str:
+def describe(report: ImportanceReport) -> str:
     """The importance table: share, a bar, the chance level, the share above it and where the main-effect curve
     is best; or, for a search that cannot back a ranking, why not."""
     from tune_jobs.analysis.importance import best_at
 
-    lines = [f"{report.metric} ({report.mode}) over {report.n_trials} finished trials of {report.n_hyperparameters} "
-             f"hyperparameters; the surrogate's out-of-bag R² is {report.oob_r2:.2f}",
-             f"budget rule: {report.budget_rule}", ""]
+    lines = [
+        f"{report.metric} ({report.mode}) over {report.n_trials} finished trials of {report.n_hyperparameters} "
+        f"hyperparameters; the surrogate's out-of-bag R² is {report.oob_r2:.2f}",
+        f"budget rule: {report.budget_rule}",
+        "",
+    ]
     if report.no_ranking_reason is not None:
         return "\n".join([*lines, report.no_ranking_reason])
     width = max(len("(all interactions)"), *(len(share.param) for share in report.importance))
@@ -59,8 +62,10 @@ def describe(report: "ImportanceReport") -> str:
         best = best_at(report.main_effects[share.param], report.mode)
         shown = f"{best:.4g}" if isinstance(best, float) else str(best)
         verdict = "" if share.beyond_chance else "  (within chance)"
-        lines.append(f"{share.param:<{width}}  {100 * share.share:4.1f}%  {bar:<{BAR_WIDTH}}  "
-                     f"{100 * share.chance_share:5.1f}%  {100 * share.share_above_chance:5.1f}%  {shown}{verdict}")
+        lines.append(
+            f"{share.param:<{width}}  {100 * share.share:4.1f}%  {bar:<{BAR_WIDTH}}  "
+            f"{100 * share.chance_share:5.1f}%  {100 * share.share_above_chance:5.1f}%  {shown}{verdict}"
+        )
     lines.append(f"{'(all interactions)':<{width}}  {100 * (1 - sum(s.share for s in report.importance)):4.1f}%")
     if report.interactions:
         lines += ["", "pairwise interactions of the top three (beyond their main effects):"]

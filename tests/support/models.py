@@ -1,6 +1,6 @@
-"""Shared pieces of the models tests: small prepared datasets, tiny trial configs, a recording reporter.
+"""Pieces of the models tests: small prepared datasets, tiny trial configs, a recording reporter.
 
-Imported by the other tests/test_models_*.py files (it holds no tests itself).
+The session's prepared tinyshakespeare excerpt is the ``shakespeare_dataset`` fixture in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from data_pipeline.config import DataConfig
 from data_pipeline.prepare import prepare_dataset
@@ -29,20 +27,22 @@ def prepare(source: Path, out_dir: Path, **data: Any) -> str:
     return str(prepare_dataset(config, out_dir=out_dir))
 
 
-@pytest.fixture(scope="session")
-def shakespeare_dataset(shakespeare_file: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A char-level dataset of the first 60k characters of tinyshakespeare (90/5/5 split)."""
-    root = tmp_path_factory.mktemp("models-data")
-    excerpt = root / "excerpt.txt"
-    excerpt.write_text(shakespeare_file.read_text(encoding="utf-8")[:60_000], encoding="utf-8")
-    return prepare(excerpt, root / "datasets")
-
-
 def tiny_config(dataset_dir: str, family: str, **overrides: Any) -> dict[str, Any]:
     """A trial config that trains a tiny model for 4 evaluations of 2,048 tokens each."""
-    return {"dataset_dir": dataset_dir, **TINY[family], "batch_size": 8, "max_tokens": 8192,
-            "eval_every_tokens": 2048, "eval_max_blocks": 16, "sample_tokens": 0, "num_threads": 1,
-            "device": "cpu", "lr": 3e-3, "warmup_tokens": 1024, **overrides}
+    return {
+        "dataset_dir": dataset_dir,
+        **TINY[family],
+        "batch_size": 8,
+        "max_tokens": 8192,
+        "eval_every_tokens": 2048,
+        "eval_max_blocks": 16,
+        "sample_tokens": 0,
+        "num_threads": 1,
+        "device": "cpu",
+        "lr": 3e-3,
+        "warmup_tokens": 1024,
+        **overrides,
+    }
 
 
 class RecordingReporter:

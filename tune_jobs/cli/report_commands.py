@@ -6,23 +6,34 @@ from pathlib import Path
 
 import click
 
-from tune_jobs.cli.params import LocalPath
+from tune_jobs.cli.params import TOP_K_OPTION, LocalPath
 
 
 @click.command("report")
 @click.argument("experiment_dir", metavar="EXPERIMENT")
-@click.option("--out", "out_dir", type=LocalPath("dir"), default=None,
-              help="Directory for index.html and the PNGs (default: EXPERIMENT/report). A directory holding "
-                   "anything but an earlier report is refused.")
-@click.option("--top-k", type=click.IntRange(1, 100), default=3, show_default=True,
-              help="Configs to sample text from, best first.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=LocalPath("dir"),
+    default=None,
+    help="Directory for index.html and the PNGs (default: EXPERIMENT/report). A directory holding "
+    "anything but an earlier report is refused.",
+)
+@TOP_K_OPTION
 @click.option("--prompt", "prompts", multiple=True, help="A prompt to continue (repeatable; default: a newline).")
-@click.option("--seeds", type=click.IntRange(1, 100), default=3, show_default=True,
-              help="Samples per prompt, seeded 0, 1, ...")
-@click.option("--max-new-tokens", type=click.IntRange(1, 10_000), default=200, show_default=True,
-              help="Length of each sample (the page shows them whole).")
-def report(experiment_dir: str, out_dir: Path | None, top_k: int, prompts: tuple[str, ...], seeds: int,
-           max_new_tokens: int) -> None:
+@click.option(
+    "--seeds", type=click.IntRange(1, 100), default=3, show_default=True, help="Samples per prompt, seeded 0, 1, ..."
+)
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(1, 10_000),
+    default=200,
+    show_default=True,
+    help="Length of each sample (the page shows them whole).",
+)
+def report_command(
+    experiment_dir: str, out_dir: Path | None, top_k: int, prompts: tuple[str, ...], seeds: int, max_new_tokens: int
+) -> None:
     """Write an HTML report of EXPERIMENT: learning curves, best so far against compute, configs against the
     metric, importance (textune analyze) and confirmation (textune confirm) when they exist, text samples of
     the top configs with their diversity and repetition (saved as EXPERIMENT/analysis/samples.json), and the

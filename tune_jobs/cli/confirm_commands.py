@@ -5,20 +5,25 @@ from __future__ import annotations
 import click
 
 from textune import strict_json
-from tune_jobs.cli.tune_commands import ADDRESS_HELP
+from tune_jobs.cli.params import TOP_K_OPTION, gcs_address_option
 
 
 @click.command("confirm")
 @click.argument("experiment_dir", metavar="EXPERIMENT")
-@click.option("--top-k", "top_k", type=int, required=True, help="How many of the best distinct configs to re-train.")
-@click.option("--seeds", type=int, required=True, help="Fresh seeds per config (and per fold).")
-@click.option("--folds", type=int, default=None,
-              help="Validate on each of F contiguous chunks of the train+val text in turn (F >= 2); without it, "
-                   "on the prepared val split.")
-@click.option("--address", default=None, help=ADDRESS_HELP)
+@TOP_K_OPTION
+@click.option("--seeds", type=click.IntRange(min=1), required=True, help="Fresh seeds per config (and per fold).")
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Validate on each of F contiguous chunks of the train+val text in turn (F >= 2); without it, "
+    "on the prepared val split.",
+)
+@gcs_address_option("Without it, an embedded local Ray (127.0.0.1 only) trains the runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (analysis/confirm.json) as JSON.")
-def confirm(experiment_dir: str, top_k: int, seeds: int, folds: int | None, address: str | None,
-            as_json: bool) -> None:
+def confirm_command(
+    experiment_dir: str, top_k: int, seeds: int, folds: int | None, address: str | None, as_json: bool
+) -> None:
     """Is the winner of EXPERIMENT real? Re-train its TOP-K configs at the full budget, SEEDS times each (on
     FOLDS validation folds), report mean and std per config and a paired test of the best against the
     runner-up. Running it again continues an interrupted confirmation (EXPERIMENT/confirm/) or reprints a
@@ -37,7 +42,8 @@ def confirm(experiment_dir: str, top_k: int, seeds: int, folds: int | None, addr
     outcome = confirm_experiment(experiment_dir, options, address)
     if outcome.summary is None:
         command = f"textune confirm {experiment_dir} --top-k {top_k} --seeds {seeds}" + (
-            f" --folds {folds}" if folds else "")
+            f" --folds {folds}" if folds else ""
+        )
         click.echo(f"{outcome.unfinished} confirmation run(s) unfinished in {outcome.root}; continue with: {command}")
         return
     if as_json:
