@@ -52,11 +52,11 @@ test-fast: $(STAMP)
 	$(TEST_ENV) $(LOOPBACK_ONLY) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Every benchmark in turn (long: about an hour on 2 cores); `make bench BENCHMARKS=bench_trainer` runs one.
-# Left out: bench_trainer_gpu (needs a CUDA GPU); bench_search_sim, bench_default_search and bench_rank_agreement
-# (they measure recorded learning-curve tables: record one first with benchmarks.record_table, about an hour per
-# corpus, and give it with --table; each also has a short --smoke run).
+# bench_search_sim and bench_default_search replay the committed learning-curve tables (benchmarks/tables/, recorded
+# by benchmarks.record_table). Left out: bench_trainer_gpu (needs a CUDA GPU) and bench_rank_agreement (give it a
+# table with --table, or --smoke).
 BENCHMARKS ?= bench_prepare bench_reader_rss bench_trainer bench_trainer_hf bench_quality bench_folds bench_slots \
-	bench_search bench_cluster_fill bench_importance bench_faults bench_report
+	bench_search bench_search_sim bench_default_search bench_cluster_fill bench_importance bench_faults bench_report
 bench: $(STAMP)
 	set -e; for name in $(BENCHMARKS); do $(TEST_ENV) $(LOOPBACK_ONLY) $(BIN)/python -m benchmarks.$$name; done
 

@@ -13,10 +13,14 @@ short-horizon bias (Wu et al. 2018) lowers it. ``--table DIR`` measures a record
 (grace period = eval_every_tokens, reduction factor 3, as bench_search_sim replays it).
 
 ``--smoke`` records a tiny real set with ``textune train`` (6 configurations x cosine and wsd on a small
-synthetic corpus, about a minute on 2 cores; no Ray) and measures it. Writes
-benchmarks/results/rank_agreement[_smoke].json and prints a Markdown table.
+synthetic corpus, about a minute on 2 cores; no Ray) and measures it. ``--paired`` records the set the
+with-and-without-annealing figure is read from: 20 configurations (5 learning rates x 2 depths x 2 batch sizes,
+the recorded tables' grid at their fixed width) x cosine and wsd, 49,152 tokens each, rungs at 4,096, 12,288 and
+36,864 tokens (grace 4,096, reduction factor 3), about 10 minutes on 2 cores. Writes
+benchmarks/results/rank_agreement_{smoke,paired,TABLE}.json and prints a Markdown table.
 
     .venv/bin/python -m benchmarks.bench_rank_agreement --smoke
+    .venv/bin/python -m benchmarks.bench_rank_agreement --paired
     .venv/bin/python -m benchmarks.bench_rank_agreement --table benchmarks/tables/synthetic
 """
 
@@ -44,6 +48,13 @@ CURVE_KEYS = ("config_id", "seed")
 SMOKE_RUNGS = (1024, 2048, 4096)
 REPLAY_REDUCTION_FACTOR = 3.0
 SMOKE_CONFIGS = [{"lr": lr, "n_layers": layers} for lr in (1e-3, 4e-3, 1.6e-2) for layers in (1, 2)]
+PAIRED_RUNGS = (4096, 12288, 36864)
+PAIRED_CONFIGS = [
+    {"lr": lr, "n_layers": layers, "batch_size": batch}
+    for lr in (1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2)
+    for layers in (1, 2)
+    for batch in (8, 16)
+]
 SMOKE_BASE = {
     "data": {"source": "synthetic", "tokenizer": {"kind": "char"}, "synthetic": {"characters": 60_000}},
     "n_heads": 2,
@@ -58,6 +69,17 @@ SMOKE_BASE = {
     "device": "cpu",
     "num_threads": 1,
     "cooldown_fraction": 0.2,
+}
+# The recorded tables' fixed width (2 heads of 16) and block, on the synthetic corpus; a budget long enough for
+# three rungs of a reduction factor 3 before wsd's final cooldown (the last 20%, from 39,322 tokens on).
+PAIRED_BASE = {
+    **SMOKE_BASE,
+    "data": {"source": "synthetic", "tokenizer": {"kind": "char"}, "synthetic": {"characters": 400_000}},
+    "head_dim": 16,
+    "block_size": 64,
+    "max_tokens": 49_152,
+    "eval_every_tokens": 4096,
+    "warmup_tokens": 2048,
 }
 
 
@@ -88,15 +110,17 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def record_smoke(workdir: Path) -> dict[str, pd.DataFrame]:
-    """Train every smoke configuration with cosine and with wsd (annealed at the rungs) through ``textune
-    train``; the curves of each schedule, a row per evaluation."""
+def record_set(
+    workdir: Path, base: dict[str, Any], configs: list[dict[str, Any]], rungs: Sequence[int]
+) -> dict[str, pd.DataFrame]:
+    """Train every configuration with cosine and with wsd (annealed at the rungs) through ``textune train``; the
+    curves of each schedule, a row per evaluation."""
     curves: dict[str, list[dict[str, Any]]] = {"cosine": [], "wsd": []}
-    for index, params in enumerate(SMOKE_CONFIGS):
+    for index, params in enumerate(configs):
         for schedule in curves:
-            extra = {"lr_schedule": "wsd", "anneal_at_tokens": list(SMOKE_RUNGS)} if schedule == "wsd" else {}
+            extra = {"lr_schedule": "wsd", "anneal_at_tokens": list(rungs)} if schedule == "wsd" else {}
             config = workdir / f"{schedule}-{index}.yaml"
-            config.write_text(yaml.safe_dump({**SMOKE_BASE, **params, **extra}), encoding="utf-8")
+            config.write_text(yaml.safe_dump({**base, **params, **extra}), encoding="utf-8")
             run_dir = workdir / "runs" / config.stem
             done = subprocess.run(
                 [sys.executable, "-m", "tune_jobs.cli.main", "train", str(config), "--run-dir", str(run_dir)],
@@ -111,13 +135,14 @@ def record_smoke(workdir: Path) -> dict[str, pd.DataFrame]:
     return {schedule: pd.DataFrame(rows) for schedule, rows in curves.items()}
 
 
-def measure_smoke() -> dict[str, list[dict[str, Any]]]:
+def measure_set(base: dict[str, Any], configs: list[dict[str, Any]], rungs: Sequence[int]) -> dict[str, Any]:
+    """τ per rung of the cosine runs, of the wsd runs' stable models and of their annealed branches."""
     with tempfile.TemporaryDirectory(prefix="textune-rank-") as workdir:
-        curves = record_smoke(Path(workdir))
+        curves = record_set(Path(workdir), base, configs, rungs)
     return {
-        "cosine": rank_agreement(curves["cosine"], SMOKE_RUNGS),
-        "wsd-stable": rank_agreement(curves["wsd"], SMOKE_RUNGS, rung_metric="stable_val_bpc"),
-        "wsd-annealed": rank_agreement(curves["wsd"], SMOKE_RUNGS),
+        "cosine": rank_agreement(curves["cosine"], rungs),
+        "wsd-stable": rank_agreement(curves["wsd"], rungs, rung_metric="stable_val_bpc"),
+        "wsd-annealed": rank_agreement(curves["wsd"], rungs),
     }
 
 
@@ -154,19 +179,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--smoke", action="store_true", help="Record a tiny real set with textune train.")
+    source.add_argument("--paired", action="store_true", help="Record 20 configurations x cosine and wsd (10 min).")
     source.add_argument("--table", type=Path, help="A recorded learning-curve table directory.")
     args = parser.parse_args()
     started = time.perf_counter()
-    results = measure_smoke() if args.smoke else measure_table(args.table)
+    if args.smoke:
+        label, results = "smoke", measure_set(SMOKE_BASE, SMOKE_CONFIGS, SMOKE_RUNGS)
+    elif args.paired:
+        label, results = "paired", measure_set(PAIRED_BASE, PAIRED_CONFIGS, PAIRED_RUNGS)
+    else:
+        label, results = args.table.name, measure_table(args.table)
     record = {
-        "source": "smoke" if args.smoke else str(args.table),
+        "source": label if args.table is None else str(args.table),
         "results": results,
         "machine": machine_description(),
         "load": load_note(),
         "seconds": time.perf_counter() - started,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"rank_agreement{'_smoke' if args.smoke else '_' + args.table.name}.json"
+    out = RESULTS / f"rank_agreement_{label}.json"
     out.write_text(json.dumps(record, indent=2, allow_nan=True) + "\n", encoding="utf-8")
     print(markdown(results))
     print(f"\n{record['seconds']:.0f} s; written to {out}")

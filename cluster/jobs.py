@@ -3,6 +3,8 @@
 A submitted search ships textune's five packages, as this Python imports them (from a source checkout, an
 editable or a regular install alike), as the job's ``py_modules``, and the job spec itself in an environment
 variable, so a spec kept anywhere on the submitting machine runs on the cluster with the submitter's code.
+A user's model factory (``family: "package.module:function"``) imported from a source folder travels the same
+way (:func:`user_module_paths`); one installed in site-packages must be installed on the nodes too.
 ``pip`` is empty unless asked for: a cluster built from ``cluster/aws.yaml``, ``gcp.yaml`` or the KubeRay
 manifests has textune's dependencies installed already, and installing at job start needs the network on
 every node.
@@ -12,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import re
+import sysconfig
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from cluster import auth
@@ -105,10 +110,43 @@ def shipped_package_dirs() -> list[str]:
     return directories
 
 
-def runtime_environment(spec_yaml: str, pip: Sequence[str] = ()) -> dict[str, Any]:
-    """The job's runtime_env: textune's packages as py_modules, the spec as a variable, optional pip packages."""
+def user_module_paths(names: Iterable[str]) -> list[str]:
+    """The folder (a package) or ``.py`` file (a module) of each top-level module in ``names`` as this Python
+    finds it (without importing it), when that is a user's source folder, to ship with the job as py_modules.
+
+    Left out, so the nodes' own copy is used: a module this Python does not find, one installed in
+    site-packages or the standard library (the nodes install it too), one of textune's packages (shipped anyway)
+    and a compiled one (Ray ships folders, ``.py`` files and wheels only). A namespace package gives each of its
+    folders.
+    """
+    paths = sysconfig.get_paths()
+    installed = [Path(paths[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")]
+    found_paths: list[str] = []
+    for name in dict.fromkeys(names):
+        if name in SHIPPED_PACKAGES:
+            continue
+        try:
+            found = importlib.util.find_spec(name)
+        except (ImportError, ValueError):  # a broken package on the path: the cluster's preflight will say why
+            found = None
+        if found is None:
+            continue
+        if found.submodule_search_locations is not None:
+            locations = list(found.submodule_search_locations)
+        else:
+            locations = [found.origin] if found.origin and found.origin.endswith(".py") else []
+        for location in map(os.path.abspath, locations):
+            resolved = Path(location).resolve()
+            if not any(resolved.is_relative_to(root) for root in installed) and location not in found_paths:
+                found_paths.append(location)
+    return found_paths
+
+
+def runtime_environment(spec_yaml: str, pip: Sequence[str] = (), user_modules: Sequence[str] = ()) -> dict[str, Any]:
+    """The job's runtime_env: textune's packages and ``user_modules`` (paths, :func:`user_module_paths`) as
+    py_modules, the spec as a variable, optional pip packages."""
     runtime_env: dict[str, Any] = {
-        "py_modules": shipped_package_dirs(),
+        "py_modules": [*shipped_package_dirs(), *user_modules],
         "excludes": SHIPPED_EXCLUDES,
         "env_vars": {JOB_SPEC_VAR: spec_yaml},
     }
@@ -117,12 +155,15 @@ def runtime_environment(spec_yaml: str, pip: Sequence[str] = ()) -> dict[str, An
     return runtime_env
 
 
-def submit_search(client: Any, job_name: str, spec_yaml: str, pip: Sequence[str] = ()) -> str:
-    """Submit ``textune run`` of the spec; returns the submission id (``textune-<name>-<8 hex digits>``)."""
+def submit_search(
+    client: Any, job_name: str, spec_yaml: str, pip: Sequence[str] = (), user_modules: Sequence[str] = ()
+) -> str:
+    """Submit ``textune run`` of the spec, shipping ``user_modules`` (paths) beside textune's packages; returns
+    the submission id (``textune-<name>-<8 hex digits>``)."""
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", job_name)[:40]
     return client.submit_job(
         entrypoint=ENTRYPOINT,
-        runtime_env=runtime_environment(spec_yaml, pip),
+        runtime_env=runtime_environment(spec_yaml, pip, user_modules),
         submission_id=f"textune-{slug}-{uuid.uuid4().hex[:8]}",
         metadata={"textune_job": job_name},
     )

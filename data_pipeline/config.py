@@ -50,7 +50,7 @@ class TokenizerConfig(StrictModel):
         default=None,
         min_length=1,
         description="`pretrained` only: a model's `save_pretrained` directory holding tokenizer.json, or that "
-        "file; the prepared dataset's cache key holds the file's SHA-256.",
+        "file; the prepared dataset's cache key holds the file's SHA-256 (`--tokenizer-path`).",
     )
 
     @pydantic.field_validator("vocab_size")
@@ -75,8 +75,8 @@ class TokenizerConfig(StrictModel):
     def _path_for_pretrained_only(self) -> TokenizerConfig:
         if (self.kind == "pretrained") != (self.path is not None):
             raise ValueError(
-                "the pretrained tokenizer is read from path (a model's directory or its tokenizer.json), "
-                f"and only it has one; kind is {self.kind}, path {self.path!r}"
+                "the pretrained tokenizer is read from path (--tokenizer-path: a model's directory or its "
+                f"tokenizer.json), and only it has one; kind (--tokenizer) is {self.kind}, path {self.path!r}"
             )
         return self
 

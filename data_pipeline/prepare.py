@@ -30,12 +30,14 @@ def prepare_dataset(config: DataConfig, out_dir: Path | None = None) -> Path:
 
     ``out_dir`` holds the dataset directories instead of ``$TEXTUNE_CACHE_DIR/datasets``.
     """
+    # The inputs first (a missing corpus or pretrained tokenizer): a refused command leaves no directory behind.
+    corpus = load_corpus(config)
+    name = dataset_name(config, corpus)
     root = ensure_writable_dir(
         Path(out_dir) if out_dir is not None else cache_root() / "datasets",
         "output directory" if out_dir is not None else "dataset cache",
     )
-    corpus = load_corpus(config)
-    final = root / dataset_name(config, corpus)
+    final = root / name
     if is_complete(final):
         return final
     with locked(root, final.name):

@@ -189,7 +189,7 @@ def pretrained_tokenizer_file(path: str | Path) -> Path:
             f'data.tokenizer.path "{path}" holds no {TOKENIZER_FILE}'
             + (" (it does not exist)." if not given.exists() else "."),
             "Give the directory a model and its tokenizer were saved to (save_pretrained), or the "
-            "tokenizer.json in it; textune never fetches one from a hub.",
+            "tokenizer.json in it (`textune data prepare`: --tokenizer-path); textune never fetches one from a hub.",
         )
     return file
 

@@ -62,6 +62,10 @@ def _in(category: str) -> dict[str, Any]:
     return {"category": category}
 
 
+# The keys of `adapter: {kind: lora, ...}`, each the trial key lora_<key> (searchable under that name).
+ADAPTER_KEYS = ("r", "alpha", "dropout", "target_modules")
+
+
 class TrialConfig(StrictModel):
     """One trial: the dataset, the model, the optimiser, the budget and the run's plumbing (see CATEGORIES)."""
 
@@ -339,6 +343,29 @@ class TrialConfig(StrictModel):
         description="Names of the modules to adapt (`c_attn`, `q_proj`, ...); unset: peft's default for the "
         "model type.",
     )
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _adapter_section_into_keys(cls, data: Any) -> Any:
+        # A spec may write peft's nested form, `adapter: {kind: lora, r: 8, alpha: 16, ...}`, while a search space
+        # needs flat keys (`lora_r`): the section maps onto them here, the one place that knows both forms.
+        if not isinstance(data, dict) or not isinstance(data.get("adapter"), dict):
+            return data
+        section = dict(data["adapter"])
+        if section.get("kind") != "lora":
+            raise ValueError(f"adapter.kind must be lora (the one adapter kind), got {section.get('kind')!r}")
+        del section["kind"]
+        flat = {**data, "adapter": "lora"}
+        for key, value in section.items():
+            if key not in ADAPTER_KEYS:
+                raise ValueError(f"adapter.{key} is not a LoRA setting; use {', '.join(ADAPTER_KEYS)}")
+            if f"lora_{key}" in data:
+                raise ValueError(
+                    f"adapter.{key} and lora_{key} are both set: give it once (a searched value goes "
+                    f"in space: as lora_{key})"
+                )
+            flat[f"lora_{key}"] = value
+        return flat
 
     @pydantic.model_validator(mode="before")
     @classmethod

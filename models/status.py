@@ -29,5 +29,5 @@ class TrialStatus(str, enum.Enum):
 
 # Ended by the trainer itself, with an infinite metric so the searcher learns the region is bad.
 TRAINER_FAILURES = (TrialStatus.DIVERGED, TrialStatus.OOM)
-# The statuses of the results table, in the order the HParams domain and the report list them.
+# The statuses of the results table, in the order the report and the HParams domain (running last) list them.
 FINAL_STATUSES = tuple(status for status in TrialStatus if status is not TrialStatus.RUNNING)

@@ -466,6 +466,28 @@ BAD_INPUTS = [
         run("mode=max"),
         ('"mode"', "both metrics (val_bpc, val_ppl) are minimised", "remove mode: or set it to min"),
     ),
+    # Slice J (issue 17): `data prepare --tokenizer-path` names a missing tokenizer before any directory is made.
+    BadInput(
+        "data-prepare-missing-tokenizer-path",
+        ("data", "prepare", "synthetic", "--tokenizer", "pretrained", "--tokenizer-path", "{tmp}/no-model"),
+        ('data.tokenizer.path "{tmp}/no-model" holds no tokenizer.json (it does not exist)', "--tokenizer-path"),
+    ),
+    BadInput(
+        "data-prepare-tokenizer-path-without-tokenizer-json",
+        (
+            "data",
+            "prepare",
+            "{tmp}/corpus.txt",
+            "--tokenizer",
+            "pretrained",
+            "--tokenizer-path",
+            "{tmp}",
+            "--out",
+            "{tmp}/prepared",
+        ),
+        ('data.tokenizer.path "{tmp}" holds no tokenizer.json.', "save_pretrained"),
+        files={"corpus.txt": "a corpus to prepare with a model's tokenizer\n" * 50},
+    ),
 ]
 
 

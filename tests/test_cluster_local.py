@@ -303,6 +303,40 @@ def test_a_search_submitted_from_a_regular_install_runs_the_submitter_s_packages
     assert list(trials["status"]) == ["completed"] and list(trials["tokens"]) == [2048], trials
 
 
+def test_a_submitted_search_ships_the_user_s_model_factory_from_their_source_folder(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    # The factory's package exists only in a folder on the submitter's PYTHONPATH: no node could import it
+    # unless submit ships it, so a completed trial is one trained with the shipped factory.
+    package = tmp_path / "src" / "my_textune_models"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text((REPO_ROOT / "tests/support/plugin_models.py").read_text())
+    model = {**tiny_job(tmp_path)["model"], "family": "my_textune_models:gru"}
+    job = write_job(
+        tmp_path / "job.yaml",
+        name="own-model",
+        model=model,
+        num_samples=1,
+        max_concurrent_trials=1,
+        budget={"max_tokens": 2048, "eval_every_tokens": 1024},
+    )
+    python_path = os.pathsep.join(filter(None, [str(package.parent), os.environ.get("PYTHONPATH")]))
+    submitted = cluster.textune(
+        "submit", str(job), "--address", cluster.state.dashboard_url, "--follow", env={"PYTHONPATH": python_path}
+    )
+    assert submitted.returncode == 0 and "SUCCEEDED" in submitted.stdout, submitted.stderr[-3000:]
+    assert f"  ships:  {package}\n" in submitted.stdout
+
+    import pandas as pd
+
+    trials = pd.read_parquet(tmp_path / "storage" / "own-model" / "results.parquet")
+    assert list(trials["status"]) == ["completed"] and list(trials["tokens"]) == [2048], trials
+    from models.checkpoint import load_checkpoint
+
+    state, meta = load_checkpoint(trials["checkpoint"][0])
+    assert meta["config"]["family"] == "my_textune_models:gru" and "inner.gru.weight_hh_l0" in state["model"]
+
+
 def test_submit_follow_reports_a_failed_job_and_a_running_job_can_be_stopped(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:

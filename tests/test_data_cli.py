@@ -49,6 +49,42 @@ def test_byte_tokenizer_accepts_bytes_that_are_not_utf8(tmp_path: Path) -> None:
     assert decoded.encode("utf-8", "surrogateescape") == raw  # every byte kept as it was
 
 
+def test_prepare_with_a_model_s_tokenizer_gives_the_dataset_of_the_spec_s_pretrained_tokenizer(
+    shakespeare_file: Path, tmp_path: Path
+) -> None:
+    from data_pipeline.config import DataConfig
+    from data_pipeline.prepare import prepare_dataset
+    from data_pipeline.tokenization import BpeTokenizer
+    from textune.config import validate
+
+    text = shakespeare_file.read_text(encoding="utf-8")[:60_000]
+    (tmp_path / "corpus.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "my-model").mkdir()
+    BpeTokenizer.train(text, 300).save(tmp_path / "my-model")  # as save_pretrained leaves a tokenizer.json
+    # A path relative to the working directory, as a user types it.
+    prepared = run_textune(
+        "data",
+        "prepare",
+        "corpus.txt",
+        "--tokenizer",
+        "pretrained",
+        "--tokenizer-path",
+        "my-model",
+        "--out",
+        "out",
+        cwd=tmp_path,
+    )
+    assert prepared.returncode == 0, prepared.stderr
+    assert "tokenizer: pretrained (vocab 300," in prepared.stdout
+    dataset_dir = Path(prepared.stdout.strip().splitlines()[-1].removeprefix("dataset:").strip())
+    assert dataset_dir.parent == tmp_path / "out"
+    spec_form = {
+        "source": str(tmp_path / "corpus.txt"),
+        "tokenizer": {"kind": "pretrained", "path": str(tmp_path / "my-model" / "tokenizer.json")},
+    }
+    assert prepare_dataset(validate(DataConfig, spec_form, "data:"), tmp_path / "out") == dataset_dir
+
+
 @pytest.mark.parametrize("command", [("data",), ("data", "prepare"), ("data", "inspect")])
 def test_help(command: tuple[str, ...]) -> None:
     result = run_textune(*command, "--help")
@@ -110,6 +146,18 @@ BAD_INPUTS = [
     ("unknown-source-name", lambda root: "shakespear", [], ['"shakespear"', 'Did you mean "shakespeare"?']),
     ("bad-split", lambda root: "synthetic", ["--split", "0.9,0.2,0.1"], ["split", "sum to 1"]),
     ("split-not-three-numbers", lambda root: "synthetic", ["--split", "0.9,0.1"], ['--split "0.9,0.1"']),
+    (
+        "tokenizer-path-without-pretrained",
+        lambda root: "synthetic",
+        ["--tokenizer-path", "my-model"],
+        ["--tokenizer-path", "kind (--tokenizer) is char"],
+    ),
+    (
+        "pretrained-without-path",
+        lambda root: "synthetic",
+        ["--tokenizer", "pretrained"],
+        ["--tokenizer-path", "path None"],
+    ),
 ]
 
 

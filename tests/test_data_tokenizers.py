@@ -10,7 +10,7 @@ import pytest
 from data_pipeline.config import TokenizerConfig
 from data_pipeline.tokenization import UNKNOWN_CHAR, load_tokenizer, train_tokenizer
 
-CONFIGS = [TokenizerConfig(kind="char"), TokenizerConfig(kind="byte"), TokenizerConfig(kind="bpe", vocab_size=320)]
+KINDS = ["char", "byte", "bpe", "pretrained"]
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,37 @@ def corpus(shakespeare_file: Path) -> tuple[str, str]:
     return text[:270_000], text[270_000:]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.kind)
+@pytest.fixture(scope="module")
+def model_tokenizer(corpus: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model's tokenizer.json as transformers' GPT-2 saves it (byte-level BPE, an end-of-text token its
+    post-processor adds), built here with the tokenizers library: nothing is downloaded. textune encodes without
+    special tokens, so the round trip below would show an added one."""
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    backend = tokenizers.Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator([corpus[0][:60_000]], trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A <|endoftext|>", special_tokens=[("<|endoftext|>", backend.token_to_id("<|endoftext|>"))]
+    )
+    directory = tmp_path_factory.mktemp("saved-model")
+    backend.save(str(directory / "tokenizer.json"))
+    return directory
+
+
+@pytest.fixture(params=KINDS)
+def config(request: pytest.FixtureRequest) -> TokenizerConfig:
+    """Each kind's config; ``pretrained`` reads :func:`model_tokenizer`'s directory."""
+    if request.param == "pretrained":
+        return TokenizerConfig(kind="pretrained", path=str(request.getfixturevalue("model_tokenizer")))
+    return TokenizerConfig(kind=request.param, vocab_size=320 if request.param == "bpe" else None)
+
+
 def test_decode_encode_round_trips_on_the_corpus(config: TokenizerConfig, corpus: tuple[str, str]) -> None:
     train, held_out = corpus
     tokenizer = train_tokenizer(config, train)
@@ -30,7 +60,6 @@ def test_decode_encode_round_trips_on_the_corpus(config: TokenizerConfig, corpus
     assert tokenizer.encode(held_out[:500]) == tokenizer.encode_array(held_out[:500]).tolist()
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.kind)
 def test_saved_tokenizer_encodes_identically(config: TokenizerConfig, corpus: tuple[str, str], tmp_path: Path) -> None:
     train, held_out = corpus
     tokenizer = train_tokenizer(config, train)

@@ -23,18 +23,9 @@ from models.metrics import flops_per_token
 from models.run_dir import checkpoint_to_resume, train_in_run_dir
 from models.trainer import Trainer
 from models.trial import open_dataset
-from support.models import TINY, read_metrics, tiny_config
+from support.models import HF_GPT2, HF_LLAMA, TINY, read_metrics, tiny_config
 
 VOCAB = 50
-HF_GPT2 = {"model_type": "gpt2", "n_embd": 16, "n_layer": 2, "n_head": 2}
-HF_LLAMA = {
-    "model_type": "llama",
-    "hidden_size": 16,
-    "intermediate_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-}
 FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     "transformer-learned": {**TINY["transformer"], "positions": "learned"},
     "transformer-rotary": {**TINY["transformer"], "positions": "rotary"},

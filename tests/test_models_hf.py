@@ -20,20 +20,11 @@ from models.generate import generate, load_model
 from models.hf import HFCausalLM
 from models.run_dir import train_in_run_dir
 from models.trial import open_dataset
-from support.models import read_metrics, tiny_config
+from support.models import HF_GPT2, HF_LLAMA, read_metrics, tiny_config
+from textune.errors import TextuneError
 
 # Imports transformers (seconds) and trains: not for `make test-fast`.
 pytestmark = pytest.mark.slow
-
-GPT2 = {"model_type": "gpt2", "n_embd": 16, "n_layer": 2, "n_head": 2}
-LLAMA = {
-    "model_type": "llama",
-    "hidden_size": 16,
-    "intermediate_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-}
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +36,7 @@ def hf_config(**keys: Any) -> dict[str, Any]:
     return {"dataset_dir": "unused", "family": "hf", "block_size": 16, **keys}
 
 
-@pytest.fixture(scope="module", params=[GPT2, LLAMA], ids=["gpt2", "llama"])
+@pytest.fixture(scope="module", params=[HF_GPT2, HF_LLAMA], ids=["gpt2", "llama"])
 def saved_model(
     request: pytest.FixtureRequest, shakespeare_dataset: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
@@ -64,7 +55,7 @@ def saved_model(
     return directory
 
 
-@pytest.mark.parametrize("keys", [GPT2, LLAMA], ids=["gpt2", "llama"])
+@pytest.mark.parametrize("keys", [HF_GPT2, HF_LLAMA], ids=["gpt2", "llama"])
 def test_a_model_from_a_config_has_its_keys_the_vocabulary_the_context_and_textunes_dropout(keys: dict) -> None:
     model = build_model(parse_trial_config(hf_config(hf=keys, dropout=0.25, block_size=2048)), 37)
     assert isinstance(model, HFCausalLM)
@@ -109,10 +100,10 @@ def test_hparams_get_the_hf_and_lora_keys_as_flat_scalars() -> None:
             hf_config(hf={"model_type": "gtp2"}),
             ["hf.model_type 'gtp2' is not a transformers model type", "did you mean gpt2"],
         ),
-        (hf_config(hf={**GPT2, "n_emdb": 8}), ['hf.n_emdb is not a key of gpt2\'s config (did you mean "n_embd"?)']),
-        (hf_config(hf={**GPT2, "vocab_size": 8}), ["hf.vocab_size is set by textune"]),
+        (hf_config(hf={**HF_GPT2, "n_emdb": 8}), ['hf.n_emdb is not a key of gpt2\'s config (did you mean "n_embd"?)']),
+        (hf_config(hf={**HF_GPT2, "vocab_size": 8}), ["hf.vocab_size is set by textune"]),
         (
-            hf_config(hf={**GPT2, "n_positions": 8}),
+            hf_config(hf={**HF_GPT2, "n_positions": 8}),
             ["block_size 16 is longer than the model's max_position_embeddings (8)"],
         ),
         (hf_config(hf={"model_type": "bert"}), ['hf.model_type "bert": the model is not causal']),
@@ -132,7 +123,10 @@ def test_a_bad_hf_config_is_one_error_naming_the_key(config: dict, fragments: li
     ("config", "fragment"),
     [
         (hf_config(), "family hf needs hf.model_type"),
-        ({"dataset_dir": "unused", "family": "transformer", "hf": GPT2}, "hf and pretrained apply to family hf only"),
+        (
+            {"dataset_dir": "unused", "family": "transformer", "hf": HF_GPT2},
+            "hf and pretrained apply to family hf only",
+        ),
         (
             {"dataset_dir": "unused", "family": "lstm", "pretrained": "/models/gpt2"},
             "hf and pretrained apply to family hf only",
@@ -222,7 +216,7 @@ def model_with_tokenizer(shakespeare_file: Path, tmp_path_factory: pytest.TempPa
     directory = tmp_path_factory.mktemp("gpt2-with-tokenizer")
     tokenizer = BpeTokenizer.train(shakespeare_file.read_text(encoding="utf-8")[:60_000], 300)
     tokenizer.save(directory)
-    keys = {k: v for k, v in GPT2.items() if k != "model_type"}
+    keys = {k: v for k, v in HF_GPT2.items() if k != "model_type"}
     torch.manual_seed(12)
     AutoModelForCausalLM.from_config(
         AutoConfig.for_model("gpt2", vocab_size=tokenizer.vocab_size, bos_token_id=None, eos_token_id=None, **keys)
@@ -319,6 +313,28 @@ def test_the_lora_recipe_searches_rank_and_scale() -> None:
     assert (config.lora_r, config.lora_alpha, config.lr) == (sample["lora_r"], sample["lora_alpha"], sample["lr"])
 
 
+def test_the_nested_adapter_section_maps_onto_the_searchable_lora_keys(tmp_path: Path) -> None:
+    base = {"dataset_dir": "unused", "family": "hf", "pretrained": str(tmp_path)}
+    nested = {"kind": "lora", "r": 4, "alpha": 32, "dropout": 0.1, "target_modules": ["c_attn"]}
+    config = parse_trial_config({**base, "adapter": nested})
+    assert (config.adapter, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules) == (
+        "lora",
+        4,
+        32,
+        0.1,
+        ["c_attn"],
+    )
+    for section, words in [
+        ({"kind": "lora", "rank": 4}, ["adapter.rank", "r, alpha, dropout, target_modules"]),
+        ({"r": 4}, ["adapter.kind must be lora"]),
+    ]:
+        with pytest.raises(TextuneError) as error:
+            parse_trial_config({**base, "adapter": section})
+        assert all(word in str(error.value) for word in words), str(error.value)
+    with pytest.raises(TextuneError, match="adapter.r and lora_r are both set"):
+        parse_trial_config({**base, "adapter": {"kind": "lora", "r": 4}, "lora_r": 8})
+
+
 def test_lora_trains_only_the_adapter_and_its_checkpoints_hold_only_the_adapter(
     saved_model: Path, shakespeare_dataset: str, tmp_path: Path
 ) -> None:
@@ -396,7 +412,7 @@ def test_lora_needs_a_saved_base_model() -> None:
     from textune.errors import TextuneError
 
     with pytest.raises(TextuneError, match="adapter lora fine-tunes a saved model"):
-        parse_trial_config(hf_config(hf=GPT2, adapter="lora"))
+        parse_trial_config(hf_config(hf=HF_GPT2, adapter="lora"))
 
 
 def test_a_pretrained_path_is_made_absolute_where_it_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +18,7 @@ import pytest
 
 from conftest import assert_user_error, run_textune
 from support.jobs import tiny_job
+from support.tensorboard import hparams_experiment, session_groups, tensorboard
 from textune.errors import TextuneError
 from tune_jobs.experiment import BEST_DIR, EVALUATIONS_FILE, RESULTS_FILE, Experiment
 from tune_jobs.finish import finish_experiment
@@ -181,82 +178,26 @@ def test_grid_and_random_run_the_expected_trials(
     assert len(configs) == expected, "every trial got its own configuration"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 @pytest.fixture()
 def tensorboard_url(asha_search: tuple[JobSpec, Experiment, ExperimentResults]) -> Iterator[str]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            asha_search[1].root,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--reload_interval",
-            "0",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/data/logdir", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.5)
+    with tensorboard(Path(asha_search[1].root)) as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_hparams_dashboard_lists_every_trial_with_status(
     asha_search: tuple[JobSpec, Experiment, ExperimentResults], tensorboard_url: str
 ) -> None:
     spec, _, results = asha_search
-    plugin = f"{tensorboard_url}/data/plugin/hparams"
     deadline = time.monotonic() + 60
     while True:  # TensorBoard loads the event files in the background after it starts serving
-        experiment = _post(f"{plugin}/experiment", {"experimentName": ""})
-        groups = _post(
-            f"{plugin}/session_groups",
-            {
-                "experimentName": "",
-                "startIndex": 0,
-                "sliceSize": 1000,
-                "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-                "colParams": [{"hparam": name} for name in [*spec.space, "trial_status"]]
-                + [{"metric": {"tag": tag}} for tag in ("val_bpc", "val_ppl", "best_val_bpc")],
-            },
-        )
-        if len(groups.get("sessionGroups", [])) >= len(results.trials) or time.monotonic() > deadline:
+        experiment = hparams_experiment(tensorboard_url)
+        groups = session_groups(tensorboard_url, [*spec.space, "trial_status"], ("val_bpc", "val_ppl", "best_val_bpc"))
+        if len(groups) >= len(results.trials) or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert {info["name"] for info in experiment["hparamInfos"]} == {*spec.space, "trial_status", "trial_error"}
     assert {info["name"]["tag"] for info in experiment["metricInfos"]} == {"val_bpc", "val_ppl", "best_val_bpc"}
-    sessions = {Path(group["name"]).name: group for group in groups["sessionGroups"]}
+    sessions = {Path(group["name"]).name: group for group in groups}
     expected = {
         Path(d).name: status for d, status in zip(results.trials["trial_dir"], results.trials["status"], strict=True)
     }

@@ -1,40 +1,31 @@
 """``textune tensorboard EXPERIMENT``: a real TensorBoard on 127.0.0.1 showing every trial's run.
 
 The command is started as a user would, asked through TensorBoard's HTTP API, and stopped with Ctrl-C
-(SIGINT to its process id), which must take the TensorBoard server down with it.
+(SIGINT to its process id), which must take the TensorBoard server down with it. A TensorBoard following a
+search's storage lists each trial's HParams session from the trial's start.
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT, assert_user_error, run_textune
+from conftest import REPO_ROOT, assert_user_error, run_textune, run_until
+from support.jobs import tiny_job, write_job
+from support.tensorboard import free_port, get_json, hparams_experiment, session_groups, tensorboard
 from tune_jobs.experiment import RESULTS_FILE
+from tune_jobs.hparams import STATUS_HPARAM
 
 # The session-wide finished_experiment fixture (a whole search) may be set up inside this limit.
 pytestmark = pytest.mark.timeout(300)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def port_open(host: str, port: int) -> bool:
@@ -80,3 +71,56 @@ def test_tensorboard_command_serves_every_trial_run_on_loopback(finished_experim
 
 def test_tensorboard_of_a_missing_experiment_is_a_user_error(tmp_path: Path) -> None:
     assert_user_error(run_textune("tensorboard", str(tmp_path / "nope")), str(tmp_path / "nope"))
+
+
+def trial_sessions(url: str) -> dict[str, dict[str, Any]]:
+    """Trial directory name -> its HParams session group, as TensorBoard serves them now (none if it fails)."""
+    try:
+        groups = session_groups(url, ["lr", STATUS_HPARAM])
+    except OSError:  # still loading; asked again
+        return {}
+    return {Path(group["name"]).name: group for group in groups}
+
+
+def status_of(group: dict[str, Any]) -> tuple[str, str]:
+    """(trial_status hparam, the session's status) of a session group of one session."""
+    return group["hparams"][STATUS_HPARAM], group["sessions"][0]["status"]
+
+
+def test_hparams_sessions_show_trials_running_from_their_start_then_their_final_status(tmp_path: Path) -> None:
+    """A TensorBoard following the storage while the search runs lists the trial as running (the driver writes
+    its session when the trial starts); after the run, a TensorBoard shows one session per trial with its final
+    status. One trial with a budget it never reaches, interrupted once TensorBoard shows it running, so nothing
+    races the trial's end: it ends unfinished (a finished search's statuses: tests/test_tune_search.py).
+    """
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    job = tiny_job(storage, name="live", num_samples=1, max_concurrent_trials=1)
+    job["budget"] = {"max_tokens": 10**9, "eval_every_tokens": 1024}
+    running: dict[str, dict[str, Any]] = {}
+    with tensorboard(storage, reload_interval_s=1) as url:
+
+        def shown_running() -> bool:
+            running.update(trial_sessions(url))
+            return bool(running)
+
+        output = run_until(write_job(tmp_path / "job.yaml", job), shown_running, signal.SIGINT)
+        experiment = hparams_experiment(url)
+    assert [status_of(group) for group in running.values()] == [("running", "STATUS_RUNNING")], running
+    # The experiment config was there while the search ran, its status domain holding running.
+    (status_info,) = [info for info in experiment["hparamInfos"] if info["name"] == STATUS_HPARAM]
+    assert "running" in status_info["domainDiscrete"], status_info
+
+    trials = pd.read_parquet(storage / "live" / RESULTS_FILE)
+    assert list(trials["status"]) == ["unfinished"], output[-3000:]
+    expected = {Path(d).name: status for d, status in zip(trials["trial_dir"], trials["status"], strict=True)}
+    assert set(running) == set(expected)
+    # TensorBoard keeps the first session it read of a run: a server started after the run shows the rewrite.
+    with tensorboard(storage) as url:
+        deadline = time.monotonic() + 60
+        while len(sessions := trial_sessions(url)) < len(expected) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    assert {name: status_of(group) for name, group in sessions.items()} == {
+        name: (status, "STATUS_RUNNING")
+        for name, status in expected.items()  # unfinished: resumable
+    }

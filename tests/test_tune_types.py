@@ -21,12 +21,15 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
 from conftest import run_textune
+from models.config import parse_trial_config
+from support.jobs import CONFIGS
 from textune import strict_json
 from tune_jobs.experiment import EVALUATIONS_FILE, RESULTS_FILE, experiment_at
-from tune_jobs.hparams import EVENTS_FILE, write_hparams
+from tune_jobs.hparams import EVENTS_FILE, write_experiment_config, write_hparams, write_running_session
 from tune_jobs.results.parquet import read_trials, write_tables
 from tune_jobs.results.table import ExperimentResults, config_column, searched_config
-from tune_jobs.space import Dimension
+from tune_jobs.space import Dimension, base_sample, trainer_params
+from tune_jobs.spec import fixed_trial_params, load_spec
 
 # One choice per kind of value: its values, and the Arrow type of its column in results.parquet.
 KINDS: dict[str, tuple[list[Any], pa.DataType]] = {
@@ -155,7 +158,7 @@ def test_hparams_domains_have_the_type_of_their_session_values(tmp_path: Path) -
     )
     trials = read_trials(experiment)
 
-    write_hparams(Path(root), space, trials)
+    write_hparams(filesystem, root, space, trials)
     types = assert_sessions_match_domains(Path(root), [Path(root) / Path(d).name for d in trials["trial_dir"]])
     for kind, wanted in HPARAM_TYPES.items():
         assert types[f"x_{kind}"] == wanted, kind
@@ -163,6 +166,35 @@ def test_hparams_domains_have_the_type_of_their_session_values(tmp_path: Path) -
         if kind.startswith("null-"):  # null and a value: text, both filterable ("null", "8")
             assert types[f"x_{kind}"] == api_pb2.DATA_TYPE_STRING
     assert types["lr"] == types["n_layers"] == api_pb2.DATA_TYPE_FLOAT64
+
+
+def test_a_searched_hf_key_has_one_name_in_the_hparams_domains_and_sessions(tmp_path: Path) -> None:
+    """family hf: the space key n_embd goes into the trial's hf: (its hyperparameters() name it hf.n_embd), while
+    the experiment's domains and every session, running and final, name it as the space does, so the dashboard
+    shows each trial's searched width under the one name it filters by."""
+    spec = load_spec(CONFIGS / "hf-gpt2-scratch.yaml", [])
+    samples = [{**base_sample(spec.space), "n_embd": width} for width in (128, 256)]  # Ray's trial.config
+    trials = trials_table({name: [sample[name] for sample in samples] for name in spec.space}, tmp_path)
+    filesystem, root = experiment_at(str(tmp_path), "hf").filesystem()
+    filesystem.create_dir(root)
+    trial_dirs = [Path(root) / Path(directory).name for directory in trials["trial_dir"]]
+
+    def assert_sessions_name_the_space_keys() -> None:
+        types = assert_sessions_match_domains(Path(root), trial_dirs)
+        assert set(spec.space) < set(types) and not any(name.startswith("hf.") for name in types)
+        for trial_dir, sample in zip(trial_dirs, samples, strict=True):
+            (start,) = [r.session_start_info for r in hparam_records(trial_dir) if r.HasField("session_start_info")]
+            assert set(spec.space) < set(start.hparams)
+            config = parse_trial_config({**fixed_trial_params(spec, "unused"), **trainer_params(sample)})
+            assert start.hparams["n_embd"].number_value == config.hf["n_embd"] == sample["n_embd"]
+            assert config.hyperparameters()["hf.n_embd"] == sample["n_embd"]
+
+    write_experiment_config(filesystem, root, spec.space)
+    for trial_dir, sample in zip(trial_dirs, samples, strict=True):
+        write_running_session(filesystem, str(trial_dir), spec.space, sample)
+    assert_sessions_name_the_space_keys()
+    write_hparams(filesystem, root, spec.space, trials)
+    assert_sessions_name_the_space_keys()
 
 
 @pytest.mark.parametrize(

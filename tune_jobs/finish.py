@@ -7,7 +7,6 @@ local disk and one under ``s3://``.
 from __future__ import annotations
 
 import math
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -35,11 +34,7 @@ def finish_experiment(experiment: Experiment, spec: JobSpec) -> ExperimentResult
     try:
         _write_tables_whole(results, root, filesystem)
         if not results.trials.empty:
-            with tempfile.TemporaryDirectory(prefix="textune-hparams-") as staging:
-                write_hparams(Path(staging), spec.space, results.trials)
-                pyarrow.fs.copy_files(
-                    staging, root, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=filesystem
-                )
+            write_hparams(filesystem, root, spec.space, results.trials)
         best = best_with_checkpoint(results.trials)
         if best is not None:
             _replace_best(best["checkpoint"], best["checkpoint_sha256"], root, filesystem)

@@ -1,13 +1,15 @@
-"""TensorBoard HParams for a whole experiment, written from the results table.
+"""TensorBoard HParams for a whole experiment: the driver is the one writer of every HParams file.
 
 One experiment config at the experiment root (a domain per searched hyperparameter, taken from the search
 space, plus the trial status and the message of its last crash; metrics val_bpc, val_ppl and best val_bpc)
 and one session per trial in the trial's own run directory, beside the curves the trainer writes there.
-Sessions are written by the driver after the search from Ray's records, so trials that errored before
-reporting, diverged or were stopped early are listed too, each with its status. They are the only HParams
-sessions in a trial's directory: a trial of a search writes its curves and samples there, but no session
-(models.trial.run_trial's ``hparams_session``). The files are rewritten after every run or resume; nothing
-else in the directory is touched.
+While a search runs, the config is written when the run starts and each trial's session, status running, when
+the trial starts (tune_jobs.hparams_callback), so the dashboard lists trials as they start. After the search
+the driver rewrites every session from Ray's records with the trial's final status and metrics, so trials that
+errored before reporting, diverged or were stopped early are listed too. They are the only HParams sessions in
+a trial's directory: a trial of a search writes its curves and samples there, but no session
+(models.trial.run_trial's ``hparams_session``). Each file is replaced whole (a reader, TensorBoard reloading,
+never sees half of one); nothing else in the directory is touched.
 
 The protos are built directly (tensorboard's own summary helpers need TensorFlow), with models.tensorboard_log's
 builders.
@@ -15,24 +17,27 @@ builders.
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.fs
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from models.status import FINAL_STATUSES, TrialStatus
+from cluster.atomic_local_fs import for_ray_tune
+from models.status import TrialStatus
 from models.tensorboard_log import plugin_summary, session_end_summary
 from tune_jobs.results.table import searched_config
 from tune_jobs.space import SearchSpace
 
-# Rewritten by every finish under this one name. It sorts before any event file named by a writer (their names
-# hold the creation time in seconds), which still matters in experiments from before trials stopped writing
-# sessions of their own: TensorBoard shows the first session of a run it reads, in name order.
+# Written when the trial starts and rewritten by every finish, under this one name. It sorts before any event file
+# named by a writer (their names hold the creation time in seconds), which still matters in experiments from before
+# trials stopped writing sessions of their own: TensorBoard shows the first session of a run it reads, in name order.
 EVENTS_FILE = "events.out.tfevents.0000000000.textune.hparams"
 STATUS_HPARAM = "trial_status"
 ERROR_HPARAM = "trial_error"  # the last crash's message (results.parquet's error column), empty if none
@@ -87,7 +92,8 @@ def _hparam_info(name: str, kind: str, values: list[Any]) -> api_pb2.HParamInfo:
 def experiment_summary(space: SearchSpace) -> summary_pb2.Summary:
     """The experiment config: hyperparameter domains from the search space and the metrics to show."""
     infos = [_hparam_info(name, dimension.kind, dimension.values) for name, dimension in space.items()]
-    infos.append(_hparam_info(STATUS_HPARAM, "choice", [status.value for status in FINAL_STATUSES]))
+    # Every status, running included: a value outside its discrete domain is filtered out by the dashboard.
+    infos.append(_hparam_info(STATUS_HPARAM, "choice", [status.value for status in TrialStatus]))
     infos.append(api_pb2.HParamInfo(name=ERROR_HPARAM, type=api_pb2.DATA_TYPE_STRING))
     experiment = api_pb2.Experiment(
         time_created_secs=time.time(),
@@ -117,15 +123,17 @@ def session_summaries(
     return plugin_summary(metadata.SESSION_START_INFO_TAG, start_data), session_end_summary(status)
 
 
-def _write(directory: Path, summaries: list[tuple[int, summary_pb2.Summary]]) -> None:
-    """(Re)write the driver's event file in ``directory``: written whole to a temporary name, then renamed."""
-    staging = directory / f".{EVENTS_FILE}.tmp"
-    with open(staging, "wb") as handle:
-        records = RecordWriter(handle)
-        records.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
-        for step, summary in summaries:
-            records.write(event_pb2.Event(wall_time=time.time(), step=step, summary=summary).SerializeToString())
-    staging.replace(directory / EVENTS_FILE)
+def _write(filesystem: pyarrow.fs.FileSystem, directory: str, summaries: list[tuple[int, summary_pb2.Summary]]) -> None:
+    """(Re)write the driver's event file in ``directory`` of ``filesystem``, whole: on a local disk under a hidden
+    temporary name renamed over the old file (cluster.atomic_local_fs), on an object store as one upload."""
+    events = io.BytesIO()
+    records = RecordWriter(events)
+    records.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+    for step, summary in summaries:
+        records.write(event_pb2.Event(wall_time=time.time(), step=step, summary=summary).SerializeToString())
+    filesystem.create_dir(directory, recursive=True)
+    with for_ray_tune(filesystem).open_output_stream(f"{directory}/{EVENTS_FILE}") as handle:
+        handle.write(events.getvalue())
 
 
 def _scalar(tag: str, value: float) -> summary_pb2.Summary:
@@ -134,13 +142,32 @@ def _scalar(tag: str, value: float) -> summary_pb2.Summary:
     return summary
 
 
-def write_hparams(experiment_dir: Path, space: SearchSpace, trials: pd.DataFrame) -> None:
-    """Write the experiment config at ``experiment_dir`` and a session in every trial's directory."""
-    _write(experiment_dir, [(0, experiment_summary(space))])
+def write_experiment_config(filesystem: pyarrow.fs.FileSystem, experiment_dir: str, space: SearchSpace) -> None:
+    """Write the experiment config (:func:`experiment_summary`) at ``experiment_dir`` of ``filesystem``."""
+    _write(filesystem, experiment_dir, [(0, experiment_summary(space))])
+
+
+def write_running_session(
+    filesystem: pyarrow.fs.FileSystem, trial_dir: str, space: SearchSpace, config: dict[str, Any]
+) -> None:
+    """Write the session of a trial that just started with the searched ``config``: status running, no metrics."""
+    hparams = {**config, STATUS_HPARAM: TrialStatus.RUNNING.value, ERROR_HPARAM: ""}
+    start, end = session_summaries(hparams, TrialStatus.RUNNING, hparam_types(space))
+    _write(filesystem, trial_dir, [(0, start), (0, end)])  # an end of status running: the dashboard says running
+
+
+def write_hparams(
+    filesystem: pyarrow.fs.FileSystem, experiment_dir: str, space: SearchSpace, trials: pd.DataFrame
+) -> None:
+    """Write the experiment config at ``experiment_dir`` of ``filesystem`` and every trial's final session in its
+    directory there (replacing the session written when it started).
+
+    Raises OSError when the storage refuses a write; each file is then either its old or its new self.
+    """
+    write_experiment_config(filesystem, experiment_dir, space)
     types = hparam_types(space)
     for _, row in trials.iterrows():
-        trial_dir = experiment_dir / Path(row["trial_dir"]).name
-        trial_dir.mkdir(parents=True, exist_ok=True)
+        trial_dir = f"{experiment_dir}/{Path(row['trial_dir']).name}"
         error = row["error"] if isinstance(row["error"], str) else ""  # None/NaN: the trial never crashed
         status = TrialStatus(row["status"])
         hparams = {**searched_config(row), STATUS_HPARAM: status.value, ERROR_HPARAM: error}
@@ -149,4 +176,4 @@ def write_hparams(experiment_dir: Path, space: SearchSpace, trials: pd.DataFrame
         final = {"val_bpc": row["last_val_bpc"], "val_ppl": row["last_val_ppl"], "best_val_bpc": row["best_val_bpc"]}
         # A trial that never reported has no metric values; TensorBoard shows it with empty metric cells.
         scalars = [(step, _scalar(tag, float(v))) for tag, v in final.items() if not math.isnan(v)]
-        _write(trial_dir, [(0, start), *scalars, (step, end)])
+        _write(filesystem, trial_dir, [(0, start), *scalars, (step, end)])

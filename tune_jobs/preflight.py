@@ -35,7 +35,7 @@ def check_dataset(spec: JobSpec, dataset_dir: Path) -> None:
         **trainer_params(base_sample(spec.space)),
         "block_size": block_size,
     }
-    for fold, num_folds in itertools.product(_values(spec, "fold"), _values(spec, "num_folds")):
+    for fold, num_folds in itertools.product(trial_key_values(spec, "fold"), trial_key_values(spec, "num_folds")):
         if (fold is None) != (num_folds is None) or (fold is not None and fold >= num_folds):
             continue  # not a trial config (the spec check refuses such a pair where a trial could get it)
         trial = parse_trial_config({**config, "fold": fold, "num_folds": num_folds}, f"job spec {spec.name}")
@@ -58,7 +58,7 @@ def check_model(spec: JobSpec, dataset_dir: Path) -> None:
     from models.trial import open_dataset
 
     config = {**fixed_trial_params(spec, str(dataset_dir)), **trainer_params(base_sample(spec.space))}
-    for family in _values(spec, "family"):
+    for family in trial_key_values(spec, "family"):
         if family is None or family in FAMILIES:
             continue  # the built-in families need no check
         trial = parse_trial_config({**config, "family": family}, f"job spec {spec.name}")
@@ -104,7 +104,7 @@ def _largest_block_size(spec: JobSpec, default: int) -> tuple[int, str]:
     return default, f"block_size = {default} (the trial default; set model.block_size)"
 
 
-def _values(spec: JobSpec, key: str) -> list[Any]:
+def trial_key_values(spec: JobSpec, key: str) -> list[Any]:
     """Every value of a trial key a spec gives: searched, fixed under model:, or None."""
     if key in spec.space:
         return spec.space[key].produced_values()

@@ -18,6 +18,8 @@ from ray import tune
 
 from textune.config import dump_yaml
 from tune_jobs.experiment import SPEC_FILE, Experiment, experiment_at
+from tune_jobs.hparams import write_experiment_config
+from tune_jobs.hparams_callback import RunningSessions
 from tune_jobs.lifecycle import held_experiment, new_experiment, resumable_spec
 from tune_jobs.preflight import check_dataset, check_model, warm_start_points
 from tune_jobs.ray_state import check_ray_state
@@ -189,6 +191,8 @@ def run_job(
         with connect(checked_address, log_to_driver=False), trial_slots(spec) as slots:
             trainable = _trainable(spec, experiment, dataset_dir)
             _save_spec(spec, experiment)
+            # The HParams domains, so the dashboard lists each trial's session from its start (RunningSessions).
+            write_experiment_config(*experiment.filesystem(), spec.space)
             scheduler = build_scheduler(spec)
             tuner = tune.Tuner(
                 trainable,
@@ -201,7 +205,9 @@ def run_job(
                     reuse_actors=True,
                     trial_dirname_creator=trial_dirname,
                 ),
-                run_config=_run_config(spec, experiment, [*scheduler_callbacks(scheduler), started]),
+                run_config=_run_config(
+                    spec, experiment, [*scheduler_callbacks(scheduler), started, RunningSessions(spec.space)]
+                ),
             )
             tuner.fit()
         _remove_staging_leftovers(experiment)

@@ -31,7 +31,15 @@ def data_group() -> None:
     type=click.Choice(_TOKENIZER_KINDS),
     default=_DEFAULTS.tokenizer.kind,
     show_default=True,
-    help="char: one id per character; byte: 256 ids; bpe: byte-level BPE.",
+    help="char: one id per character; byte: 256 ids; bpe: byte-level BPE; pretrained: a model's own "
+    "tokenizer.json (--tokenizer-path).",
+)
+@click.option(
+    "--tokenizer-path",
+    type=LocalPath("any"),
+    default=_DEFAULTS.tokenizer.path,
+    help="pretrained only: a model's save_pretrained directory holding tokenizer.json, or that file (read, "
+    "never fetched from a hub).",
 )
 @click.option(
     "--vocab-size",
@@ -57,6 +65,7 @@ def data_group() -> None:
 def prepare_command(
     source: str,
     tokenizer_kind: str,
+    tokenizer_path: Path | None,
     vocab_size: int | None,
     text_field: str,
     text_column: str,
@@ -84,7 +93,11 @@ def prepare_command(
         "source": source,
         "text_field": text_field,
         "text_column": text_column,
-        "tokenizer": {"kind": tokenizer_kind, "vocab_size": vocab_size},
+        "tokenizer": {
+            "kind": tokenizer_kind,
+            "vocab_size": vocab_size,
+            "path": None if tokenizer_path is None else str(tokenizer_path),
+        },
         "split": _parse_split(split_spec),
         "synthetic": synthetic,
     }

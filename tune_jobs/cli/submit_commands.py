@@ -28,8 +28,10 @@ def submit_command(
 ) -> None:
     """Submit the search JOB.yaml describes as a Ray job; its driver runs `textune run` on the head."""
     from cluster.jobs import follow as follow_job
-    from cluster.jobs import job_client, submit_search
+    from cluster.jobs import job_client, submit_search, user_module_paths
+    from models.config import BUILT_IN_FAMILIES
     from textune.config import apply_overrides, dump_yaml, load_yaml
+    from tune_jobs.preflight import trial_key_values
     from tune_jobs.spec import load_spec
 
     spec = load_spec(job_path, list(overrides))  # a bad spec fails here, not minutes later on the cluster
@@ -41,10 +43,14 @@ def submit_command(
             "path on a shared file system.",
         )
     spec_yaml = dump_yaml(apply_overrides(load_yaml(job_path), list(overrides)))
+    # A user's model factory travels with the job when it is imported from a source folder here (docs/models.md).
+    factories = [family for family in trial_key_values(spec, "family") if family not in (None, *BUILT_IN_FAMILIES)]
+    user_modules = user_module_paths(family.partition(":")[0].split(".")[0] for family in factories)
     client = job_client(address)
-    submission_id = submit_search(client, spec.name, spec_yaml, pip_packages)
+    submission_id = submit_search(client, spec.name, spec_yaml, pip_packages, user_modules)
+    shipped = "".join(f"  ships:  {path}\n" for path in user_modules)
     click.echo(
-        f"submitted {submission_id} to {address}\n"
+        f"submitted {submission_id} to {address}\n{shipped}"
         f"  logs:   textune jobs logs {submission_id} --address {address} [--follow]\n"
         f"  stop:   textune jobs stop {submission_id} --address {address}\n"
         f"  results: {spec.storage.rstrip('/')}/{spec.name}"
