@@ -1,4 +1,4 @@
-"""Search efficiency on the synthetic corpus: best val_bpc against total training tokens, per strategy.
+"""Search efficiency on real searches: best val_bpc against total training tokens, per strategy.
 
 Five strategies, each run with the same seeds (the seed fixes the searcher's proposals and every trial's
 training, so seed k of one strategy is paired with seed k of the others), the same trial count, the same
@@ -16,7 +16,10 @@ that seed. One plot (best val_bpc vs tokens, one line per strategy and seed) goe
 docs/search-efficiency.png.
 
     .venv/bin/python -m benchmarks.bench_search [--seeds 0 1 2 3 4 --trials 16 --max-tokens 100000]
-        [--strategies hyperopt+asha bohb+asha ...]
+        [--strategies hyperopt+asha bohb+asha ...] [--corpus synthetic|shakespeare]
+
+``--corpus shakespeare`` searches char-level tinyshakespeare (``../shared/data/tinyshakespeare.txt``) instead of
+the synthetic corpus, whose entropy floor the plot (docs/search-efficiency.png, synthetic only) shows.
 
 Each finished search keeps its evaluations in ``benchmarks/results/search-runs/`` and is not run again: an
 interrupted benchmark continues where it stopped (delete that folder to measure everything anew).
@@ -42,7 +45,11 @@ from benchmarks.machine import RESULTS, load_note, machine_description
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "search-efficiency.png"
 RUNS = RESULTS / "search-runs"
 WITHIN = 0.02
-DATA = {"source": "synthetic", "synthetic": {"characters": 300_000, "words": 30, "branching": 4}}
+SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+CORPORA = {
+    "synthetic": {"source": "synthetic", "synthetic": {"characters": 300_000, "words": 30, "branching": 4}},
+    "shakespeare": {"source": str(SHAKESPEARE), "tokenizer": {"kind": "char"}},
+}
 MODEL = {"n_layers": 2, "n_heads": 2, "block_size": 64, "eval_max_blocks": 8, "sample_tokens": 0, "warmup_tokens": 2048}
 LR_RANGE = (2e-3, 3e-2)
 SAMPLED = {"lr": {"loguniform": list(LR_RANGE)}, "head_dim": {"choice": [8, 32]}, "batch_size": {"choice": [8, 16]}}
@@ -79,21 +86,23 @@ def tokens_to_reach(curve: pd.DataFrame, target: float) -> float:
     return float(reached["tokens"].iloc[0]) if not reached.empty else math.inf
 
 
-def search_evaluations(strategy: str, seed: int, trials: int, max_tokens: int) -> pd.DataFrame:
+def search_evaluations(strategy: str, seed: int, trials: int, max_tokens: int, corpus: str) -> pd.DataFrame:
     """The evaluations of one search: kept from an earlier run of this benchmark, else run now and kept."""
-    storage = RUNS / f"{trials}-trials-{max_tokens}-tokens"
+    storage = RUNS / f"{trials}-trials-{max_tokens}-tokens" / ("" if corpus == "synthetic" else corpus)
     name = f"{strategy.replace('+', '-')}-seed{seed}"
     kept = storage / f"{name}.evaluations.parquet"
     if kept.is_file():
         return pd.read_parquet(kept)
     shutil.rmtree(storage / name, ignore_errors=True)  # a search interrupted before it finished starts over
-    evaluations = run_search(strategy, seed, trials, max_tokens, name, str(storage))
+    evaluations = run_search(strategy, seed, trials, max_tokens, name, str(storage), corpus)
     evaluations.to_parquet(kept)
     shutil.rmtree(storage / name)  # its checkpoints are not needed once the evaluations are kept
     return evaluations
 
 
-def run_search(strategy: str, seed: int, trials: int, max_tokens: int, name: str, storage: str) -> pd.DataFrame:
+def run_search(
+    strategy: str, seed: int, trials: int, max_tokens: int, name: str, storage: str, corpus: str
+) -> pd.DataFrame:
     from tune_jobs.results.collect import collect
     from tune_jobs.runner import run_job
     from tune_jobs.spec import JobSpec
@@ -104,7 +113,7 @@ def run_search(strategy: str, seed: int, trials: int, max_tokens: int, name: str
     spec = JobSpec.model_validate(
         {
             "name": name,
-            "data": DATA,
+            "data": CORPORA[corpus],
             "model": MODEL,
             "space": space,
             "budget": {"max_tokens": max_tokens, "eval_every_tokens": eval_every},
@@ -158,11 +167,14 @@ def main() -> None:
     # A multiple of 4, so the grid (trials / 4 learning rates x 2 x 2) has as many trials as the others.
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=100_000)
+    parser.add_argument("--corpus", choices=list(CORPORA), default="synthetic")
     parser.add_argument(
         "--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES), help="Default: all of them."
     )
     args = parser.parse_args()
     strategies = args.strategies
+    if args.corpus == "shakespeare" and not SHAKESPEARE.is_file():
+        raise SystemExit(f"tinyshakespeare is not at {SHAKESPEARE}; run --corpus synthetic instead")
 
     import ray
 
@@ -175,9 +187,12 @@ def main() -> None:
     with connect(EMBEDDED, num_cpus=2, log_to_driver=False):
         for seed in args.seeds:
             for strategy in strategies:
-                evaluations[strategy, seed] = search_evaluations(strategy, seed, args.trials, args.max_tokens)
+                evaluations[strategy, seed] = search_evaluations(
+                    strategy, seed, args.trials, args.max_tokens, args.corpus
+                )
     curves = {key: best_curve(table) for key, table in evaluations.items()}
-    floor_bpc = float(next(iter(evaluations.values()))["floor_bpc"].iloc[0])
+    first = next(iter(evaluations.values()))
+    floor_bpc = float(first["floor_bpc"].iloc[0]) if "floor_bpc" in first else math.nan  # known for synthetic
     summary: dict[str, Any] = {}
     for strategy in strategies:
         rows = []
@@ -199,24 +214,28 @@ def main() -> None:
             "seeds_within_2pct": int(frame["tokens_to_within_2pct"].map(math.isfinite).sum()),
             "median_tokens_to_within_2pct": frame["tokens_to_within_2pct"].median(),
         }
-    plot(curves, floor_bpc)
+    if args.corpus == "synthetic":  # the plot shows the gap to the entropy floor, which only this corpus has
+        plot(curves, floor_bpc)
     result = {
         "seeds": args.seeds,
         "trials": args.trials,
         "max_tokens": args.max_tokens,
+        "corpus": args.corpus,
         "floor_bpc": floor_bpc,
         "strategies": summary,
         "machine": machine,
         "ray": ray.__version__,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_search.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"bench_search{'' if args.corpus == 'synthetic' else '_' + args.corpus}.json").write_text(
+        json.dumps(result, indent=2)
+    )
     # The ratio's baseline: random+fifo where it ran, else the first strategy asked for.
     base_name = "random+fifo" if "random+fifo" in summary else strategies[0]
     baseline = summary[base_name]["mean_tokens"]
     for strategy, figures in summary.items():
         print(
-            f"| search efficiency, {strategy} ({len(args.seeds)} seeds x {args.trials} trials x "
+            f"| search efficiency, {args.corpus}, {strategy} ({len(args.seeds)} seeds x {args.trials} trials x "
             f"{args.max_tokens // 1000}k tokens) | best val_bpc {figures['mean_best_val_bpc']:.3f}, "
             f"{figures['mean_tokens'] / 1e6:.2f}M tokens, within 2% of the best on {figures['seeds_within_2pct']}"
             f"/{len(args.seeds)} seeds (median tokens to get there: "

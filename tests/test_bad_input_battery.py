@@ -346,6 +346,11 @@ BAD_INPUTS = [
         ("'--out'", "{tmp} is a directory; a file is expected"),
     ),
     BadInput(
+        "cli-export-to-another-format",
+        ("export", "{experiment}", "--out", "{tmp}/results.csv"),
+        ("--out {tmp}/results.csv names a .csv file, but export writes Parquet", "--out {tmp}/results.parquet"),
+    ),
+    BadInput(
         "cli-export-unwritable",
         ("export", "{experiment}", "--out", "/proc/textune-export.parquet"),
         ("--out /proc/textune-export.parquet cannot be written", "Choose a --out"),

@@ -12,6 +12,8 @@ from typing import Any
 from ray.experimental.tqdm_ray import safe_print
 from ray.tune import CLIReporter
 
+from tune_jobs.ray_tune_private import progress_table
+
 LOGDIR_LABEL = "Result logdir: "
 # pyarrow filesystem type -> URI scheme (a local filesystem's paths are shown as they are).
 SCHEMES = {"s3": "s3", "gcs": "gs"}
@@ -21,8 +23,8 @@ class ExperimentReporter(CLIReporter):
     """A CLIReporter whose ``Result logdir`` is the experiment directory on its storage (path or URI)."""
 
     def report(self, trials: list[Any], done: bool, *sys_info: str) -> None:
-        # CLIReporter.report is this one line around its private table builder; only the logdir lines differ.
-        lines = self._progress_str(trials, done, *sys_info).split("\n")
+        # CLIReporter.report prints its private table builder's text; only the logdir lines differ here.
+        lines = progress_table(self, trials, done, *sys_info).split("\n")
         logdir = [i for i, line in enumerate(lines) if line.startswith(LOGDIR_LABEL)]
         if logdir:
             where = [LOGDIR_LABEL + location for location in sorted({experiment_location(t) for t in trials})]

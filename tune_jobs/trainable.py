@@ -172,11 +172,11 @@ def restorable(function: Any) -> type:
     errored. Here such a trial starts from its newest older checkpoint still on storage, else from scratch,
     with a warning; the function then checks that checkpoint's checksum as for any restore.
     """
-    from ray.tune.trainable.function_trainable import wrap_function
+    from tune_jobs.ray_tune_private import checkpoint_being_restored, function_trainable_class
 
-    class RestoreWhatIsLeft(wrap_function(function)):  # type: ignore[misc]
+    class RestoreWhatIsLeft(function_trainable_class(function)):  # type: ignore[misc]
         def restore(self, checkpoint_path: Any) -> None:
-            checkpoint = getattr(checkpoint_path, "checkpoint", None)  # Ray's controller passes a _TrainingResult
+            checkpoint = checkpoint_being_restored(checkpoint_path)
             if checkpoint is None or _exists(checkpoint):
                 super().restore(checkpoint_path)
                 return

@@ -188,6 +188,12 @@ def export_command(experiment_dir: str, out_path: Path, force: bool) -> None:
     from tune_jobs.results.collect import collect
     from tune_jobs.spec import load_saved_spec
 
+    if out_path.suffix != ".parquet":
+        # A results.csv holding Parquet would fail in every CSV reader the user opens it with.
+        raise TextuneError(
+            f"--out {out_path} names a {out_path.suffix or 'suffix-less'} file, but export writes Parquet.",
+            f"Use --out {out_path.with_suffix('.parquet')} (pandas.read_parquet(...).to_csv(...) makes a CSV).",
+        )
     evaluations_path = LocalPath("file").convert(out_path.with_suffix(".evaluations.parquet"), None, None)
     existing = [str(p) for p in (out_path, evaluations_path) if p.exists()]
     if existing and not force:
