@@ -12,7 +12,8 @@ bootstrap 95% CI over seeds:
 - the extrapolated share (evaluations the table did not hold; the nearest recorded configuration filled them).
 
 Writes benchmarks/results/search_sim_TABLE.json, a Markdown table on stdout and one plot per table
-(docs/replay-TABLE.png: anytime regret at 8 workers); ``--out DIR`` puts both there instead.
+(docs/replay-TABLE.png: anytime regret at 8 workers; a ``--smoke`` plot goes beside its JSON); ``--out DIR`` puts
+both there instead.
 
     .venv/bin/python -m benchmarks.bench_search_sim [--table DIR ...] [--seeds 50] [--trials 100] [--jobs N]
 
@@ -273,7 +274,8 @@ def main() -> None:
     print(f"bench_search_sim on {machine_description()}, {load_note()}", flush=True)
     for label, table in tables:
         started, load = time.perf_counter(), load_note()
-        plot_path = (args.out or DOCS) / f"replay-{label}.png"
+        # The smoke's plot is a throwaway: it goes with its JSON, never into docs/.
+        plot_path = (args.out or (RESULTS if args.smoke else DOCS)) / f"replay-{label}.png"
         results = bench_table(label, table, seeds, trials, workers, plot_path, args.jobs)
         elapsed = time.perf_counter() - started
         searches = sum(len(d["strategies"]) * seeds for d in results)

@@ -36,8 +36,11 @@ SHIPPED_PACKAGES = ("textune", "data_pipeline", "models", "tune_jobs", "cluster"
 SHIPPED_EXCLUDES = ["**/__pycache__", "*.pyc"]
 # The driver starts in a new empty folder: `python -m` puts the current folder first on sys.path, ahead of the
 # shipped py_modules, and the folder Ray would start it in (wherever `ray start` ran, maybe a checkout of an
-# older textune) would shadow them. The spec is written there too (cluster.job_entrypoint).
-ENTRYPOINT = 'cd "$(mktemp -d)" && python -m cluster.job_entrypoint'
+# older textune) would shadow them. The spec is written there too (cluster.job_entrypoint). `exec`: the driver
+# replaces the shell, so the job is one process from start to end. Ray stops a job by signalling the process and
+# the children it finds at that moment; a python the shell forked just after that look was left running,
+# an orphan driver still training on the cluster after `textune jobs stop` said STOPPED.
+ENTRYPOINT = 'cd "$(mktemp -d)" && exec python -m cluster.job_entrypoint'
 FINISHED = ("SUCCEEDED", "FAILED", "STOPPED")
 
 

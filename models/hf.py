@@ -59,7 +59,9 @@ class HFCausalLM(WrappedLM):
 def build_hf_model(config: TrialConfig, vocab_size: int) -> HFCausalLM:
     """The model of ``config.hf`` (random weights) or ``config.pretrained`` (saved weights); raises TextuneError."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # a bar per load on stderr, amid textune's own output
     hf_config = _hf_config(config, vocab_size)
     try:
         if config.pretrained is not None:

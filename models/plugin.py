@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +34,10 @@ FACTORY_HINT = (
 def resolve_factory(family: str) -> Callable[[TrialConfig, int], nn.Module]:
     """The factory ``family`` names, after checking that it takes (config, vocab_size); raises TextuneError."""
     module_name, _, attribute = family.partition(":")
+    # `python -m` puts the working directory on sys.path but the `textune` console script does not, while Ray
+    # does on its workers: the user's module beside their job imports everywhere, after installed packages.
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # the user's module may fail in any way while it is imported

@@ -353,6 +353,7 @@ def test_submit_follow_reports_a_failed_job_and_a_running_job_can_be_stopped(
     submission_id = submitted.stdout.split("submitted ", 1)[1].split()[0]
     stopped = cluster.textune("jobs", "stop", submission_id, "--address", cluster.state.dashboard_url)
     assert stopped.returncode == 0 and f"job {submission_id} STOPPED" in stopped.stdout, stopped.stderr[-2000:]
+    _wait_until_idle(cluster)  # the driver is gone with its trials, not left training as an orphan
     again = cluster.textune("jobs", "stop", submission_id, "--address", cluster.state.dashboard_url)
     assert_user_error(again, "already ended (STOPPED)")
 

@@ -7,6 +7,7 @@ tests/test_model_family_contract.py; the bad-input rows through `textune run` in
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import torch
 from conftest import REPO_ROOT, assert_user_error, completed_trials, run_textune
 from models.config import parse_trial_config
 from models.families import build_model
-from models.plugin import PluginLM
+from models.plugin import PluginLM, resolve_factory
 from textune.errors import TextuneError
 
 FACTORY = "support.plugin_models:gru"
@@ -84,6 +85,19 @@ def test_a_broken_factory_is_one_error_naming_family(family: str, fragments: lis
 def test_a_family_that_is_neither_built_in_nor_a_factory_is_refused_by_the_config(family: str) -> None:
     with pytest.raises(TextuneError, match='"family"'):
         parse_trial_config(config_of(family))
+
+
+def test_a_factory_module_beside_the_job_imports_without_pythonpath(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The `textune` console script, unlike `python -m`, does not put the working directory on sys.path.
+    (tmp_path / "wd_factory_models.py").write_text("def build(config, vocab_size):\n    return None\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry not in ("", ".", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "wd_factory_models", raising=False)
+    factory = resolve_factory("wd_factory_models:build")
+    assert factory.__module__ == "wd_factory_models" and sys.path[-1] == str(tmp_path)
+    monkeypatch.delitem(sys.modules, "wd_factory_models")
 
 
 def test_the_factory_check_leaves_the_random_state_alone() -> None:

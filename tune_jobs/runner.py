@@ -157,6 +157,9 @@ def _configure_tune_output() -> None:
     # Ray's default TensorBoard logger writes an HParams experiment into every trial directory, which would
     # compete with the experiment-level one (tune_jobs.hparams); the CSV and JSON loggers are kept explicitly.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # textune snapshots the experiment after every checkpoint on purpose (keep_checkpoints, for exact resume);
+    # Ray warns of that as a possible bottleneck, dozens of times in a short search. A user's own value stays.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 class TrialStarted(tune.Callback):
