@@ -56,7 +56,7 @@ test-fast: $(STAMP)
 # by benchmarks.record_table). Left out: bench_trainer_gpu (needs a CUDA GPU) and bench_rank_agreement (give it a
 # table with --table, or --smoke).
 BENCHMARKS ?= bench_prepare bench_reader_rss bench_trainer bench_trainer_hf bench_quality bench_folds bench_slots \
-	bench_search bench_search_sim bench_default_search bench_cluster_fill bench_importance bench_faults bench_report
+	bench_search bench_search_sim bench_replay_fidelity bench_default_search bench_cluster_fill bench_importance bench_faults bench_report
 bench: $(STAMP)
 	set -e; for name in $(BENCHMARKS); do $(TEST_ENV) $(LOOPBACK_ONLY) $(BIN)/python -m benchmarks.$$name; done
 

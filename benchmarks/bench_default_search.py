@@ -29,11 +29,13 @@ Writes benchmarks/results/default_search_TABLE.json and prints Markdown tables.
 
     .venv/bin/python -m benchmarks.bench_default_search [--table DIR ...] [--jobs N]
 
-Tables: every directory under benchmarks/tables/, or the ones given. The simulator's searches run in ``--jobs``
-processes (default: one per core), through bench_search_sim's pool.
+Tables: every directory under benchmarks/tables/, or the ones given, named as bench_search_sim names them (an
+experiment's own table by its experiment). The simulator's searches run in ``--jobs`` processes (at least 1;
+default: one per core), through bench_search_sim's pool. A bad value or a directory that is not a readable
+table is refused in one paragraph with exit status 2.
 
-``--smoke`` runs the same on bench_search_sim's in-memory synthetic table with 4 seeds, 24 trials and 8 workers,
-in seconds, without Ray; the test suite runs it.
+``--smoke`` (not with ``--table``) runs the same on bench_search_sim's in-memory synthetic table with 4 seeds,
+24 trials and 8 workers, in seconds, without Ray; the test suite runs it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ import argparse
 import heapq
 import json
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -56,6 +57,7 @@ import pandas as pd
 from benchmarks.bench_rank_agreement import REPLAY_REDUCTION_FACTOR, rank_agreement, replay_rungs
 from benchmarks.bench_search_sim import TABLES, run_grid, synthetic_table
 from benchmarks.machine import RESULTS, load_note, machine_description
+from benchmarks.table_args import add_jobs_option, output_directory, read_tables
 
 CANDIDATE = "bohb+asha"
 # Each baseline with the factor the candidate must beat it by (issue #15, point 4).
@@ -431,24 +433,23 @@ def markdown(label: str, results: list[dict[str, Any]], taus: list[dict[str, Any
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", type=Path, action="append", default=[], help="A table directory (repeatable).")
-    parser.add_argument("--smoke", action="store_true", help="bench_search_sim's synthetic table, 4 seeds, 8 workers.")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--table", type=Path, action="append", default=[], help="A table directory (repeatable).")
+    source.add_argument("--smoke", action="store_true", help="bench_search_sim's synthetic table, 4 seeds, 8 workers.")
     parser.add_argument("--out", type=Path, default=None, help="Where the JSON goes (default: benchmarks/results).")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="Processes replaying searches.")
+    add_jobs_option(parser)
     args = parser.parse_args()
-    from tune_jobs.replay.table import load_table
-
-    out = args.out or RESULTS
-    out.mkdir(parents=True, exist_ok=True)
+    workers: tuple[int, ...]
     if args.smoke:
         tables = [("synthetic-smoke", synthetic_table())]
         seeds, trials, workers = 4, 24, (8,)
     else:
         directories = args.table or sorted(p.parent for p in TABLES.glob("*/manifest.json"))
         if not directories:
-            raise SystemExit("no tables: record one with benchmarks/record_table.py, or give --table DIR")
-        tables = [(d.name, load_table(d)) for d in directories]
+            parser.error("no tables: record one with benchmarks/record_table.py, or give --table DIR")
+        tables = read_tables(parser, directories)
         seeds, trials, workers = SEEDS, TRIALS, WORKERS
+    out = output_directory(parser, args.out or RESULTS)
     print(f"bench_default_search on {machine_description()}, {load_note()}", flush=True)
     for label, table in tables:
         started = time.perf_counter()

@@ -17,7 +17,9 @@ synthetic corpus, about a minute on 2 cores; no Ray) and measures it. ``--paired
 with-and-without-annealing figure is read from: 20 configurations (5 learning rates x 2 depths x 2 batch sizes,
 the recorded tables' grid at their fixed width) x cosine and wsd, 49,152 tokens each, rungs at 4,096, 12,288 and
 36,864 tokens (grace 4,096, reduction factor 3), about 10 minutes on 2 cores. Writes
-benchmarks/results/rank_agreement_{smoke,paired,TABLE}.json and prints a Markdown table.
+benchmarks/results/rank_agreement_{smoke,paired,table-TABLE}.json (TABLE: the directory's name, or for an
+experiment's own table, EXPERIMENT/replay/table, the experiment's) and prints a Markdown table. A ``--table`` that
+is not a readable table is refused in one paragraph with exit status 2.
 
     .venv/bin/python -m benchmarks.bench_rank_agreement --smoke
     .venv/bin/python -m benchmarks.bench_rank_agreement --paired
@@ -42,6 +44,7 @@ import yaml
 from scipy.stats import kendalltau
 
 from benchmarks.machine import RESULTS, load_note, machine_description
+from benchmarks.table_args import read_tables
 
 CURVE_KEYS = ("config_id", "seed")
 # The smoke: rungs 1024, 2048, 4096 of an 8192-token budget (grace 1024, reduction factor 2).
@@ -146,12 +149,8 @@ def measure_set(base: dict[str, Any], configs: list[dict[str, Any]], rungs: Sequ
     }
 
 
-def measure_table(directory: Path) -> dict[str, list[dict[str, Any]]]:
-    from tune_jobs.replay.table import load_table
-
-    table = load_table(directory)
-    if table.mode != "min":
-        sys.exit(f"{directory}: rank agreement is measured on tables of a metric to minimise")
+def measure_table(table: Any) -> dict[str, list[dict[str, Any]]]:
+    """τ per replayed ASHA rung of a recorded table (tune_jobs.replay.table.CurveTable; cosine, un-annealed)."""
     return {"cosine": rank_agreement(table.curves, replay_rungs(table), table.metric, table.metric)}
 
 
@@ -182,13 +181,16 @@ def main() -> None:
     source.add_argument("--paired", action="store_true", help="Record 20 configurations x cosine and wsd (10 min).")
     source.add_argument("--table", type=Path, help="A recorded learning-curve table directory.")
     args = parser.parse_args()
+    if args.table is not None:
+        ((label, table),) = read_tables(parser, [args.table])
     started = time.perf_counter()
     if args.smoke:
         label, results = "smoke", measure_set(SMOKE_BASE, SMOKE_CONFIGS, SMOKE_RUNGS)
     elif args.paired:
         label, results = "paired", measure_set(PAIRED_BASE, PAIRED_CONFIGS, PAIRED_RUNGS)
     else:
-        label, results = args.table.name, measure_table(args.table)
+        # "table-" keeps a table's results apart from the smoke's and the paired set's, whatever its name.
+        label, results = f"table-{label}", measure_table(table)
     record = {
         "source": label if args.table is None else str(args.table),
         "results": results,

@@ -17,11 +17,14 @@ both there instead.
 
     .venv/bin/python -m benchmarks.bench_search_sim [--table DIR ...] [--seeds 50] [--trials 100] [--jobs N]
 
-The searches run in ``--jobs`` processes (default: one per core): nearly all of a replay's time is HyperOpt's
-and Ray Tune's own code, which one process runs on one core.
+A table's outputs carry its directory's name, or for an experiment's own table (EXPERIMENT/replay/table) the
+experiment's; two tables of one run that would share a name are refused. The searches run in ``--jobs``
+processes (default: one per core): nearly all of a replay's time is HyperOpt's and Ray Tune's own code, which one
+process runs on one core. ``--seeds``, ``--trials`` and ``--jobs`` are at least 1; a bad value or a directory that
+is not a readable table is refused in one paragraph with exit status 2 (benchmarks/table_args.py).
 
-``--smoke`` replays a small synthetic table built in memory (no recording needed, no Ray) with 3 seeds and
-workers 1 and 8: the test suite runs it.
+``--smoke`` replays a small synthetic table built in memory (no recording needed, no Ray; not with ``--table``)
+with 3 seeds (or ``--seeds``), 24 trials (or ``--trials``) and workers 1 and 8: the test suite runs it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ import itertools
 import json
 import math
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -41,12 +43,15 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.machine import RESULTS, load_note, machine_description
+from benchmarks.table_args import add_jobs_option, at_least_one, output_directory, read_tables
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 TABLES = Path(__file__).resolve().parent / "tables"
 WORKERS = (1, 8, 32, 128)
+SEEDS, TRIALS = 50, 100
 BUDGET_SHARES = (0.1, 0.25, 0.5, 1.0)
 PLOT_WORKERS = 8
+SMOKE_SEEDS, SMOKE_TRIALS, SMOKE_WORKERS = 3, 24, (1, 8)
 
 
 def synthetic_table():
@@ -240,37 +245,34 @@ def markdown(label: str, results: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", type=Path, action="append", default=[], help="A table directory (repeatable).")
-    parser.add_argument("--seeds", type=int, default=50)
-    parser.add_argument("--trials", type=int, default=100)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--table", type=Path, action="append", default=[], help="A table directory (repeatable).")
+    source.add_argument("--smoke", action="store_true", help="A synthetic table, 3 seeds, workers 1 and 8.")
     parser.add_argument(
-        "--jobs",
-        type=int,
-        default=len(os.sched_getaffinity(0)),
-        help="Processes that replay searches (default: one per core).",
+        "--seeds", type=at_least_one, help=f"Paired seeds (default {SEEDS}; {SMOKE_SEEDS} with --smoke)."
     )
-    parser.add_argument("--smoke", action="store_true", help="A synthetic table, 3 seeds, workers 1 and 8.")
+    parser.add_argument(
+        "--trials", type=at_least_one, help=f"Trials a search (default {TRIALS}; {SMOKE_TRIALS} with --smoke)."
+    )
+    add_jobs_option(parser)
     parser.add_argument(
         "--out", type=Path, default=None, help="Where the JSON and the plots go (default: benchmarks/results and docs)."
     )
     args = parser.parse_args()
-    from tune_jobs.replay.table import load_table
-
-    out = args.out or RESULTS
     workers: tuple[int, ...]
-    out.mkdir(parents=True, exist_ok=True)
     if args.smoke:
         tables = [("synthetic-smoke", synthetic_table())]
-        seeds, trials, workers = 3, 24, (1, 8)
+        seeds, trials, workers = args.seeds or SMOKE_SEEDS, args.trials or SMOKE_TRIALS, SMOKE_WORKERS
     else:
         directories = args.table or sorted(p.parent for p in TABLES.glob("*/manifest.json"))
         if not directories:
-            raise SystemExit(
+            parser.error(
                 f"no tables under {TABLES}: record one with benchmarks/record_table.py --out "
                 f"{TABLES}/CORPUS, or give --table DIR"
             )
-        tables = [(d.name, load_table(d)) for d in directories]
-        seeds, trials, workers = args.seeds, args.trials, WORKERS
+        tables = read_tables(parser, directories)
+        seeds, trials, workers = args.seeds or SEEDS, args.trials or TRIALS, WORKERS
+    out = output_directory(parser, args.out or RESULTS)
     print(f"bench_search_sim on {machine_description()}, {load_note()}", flush=True)
     for label, table in tables:
         started, load = time.perf_counter(), load_note()

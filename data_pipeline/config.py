@@ -49,6 +49,7 @@ class TokenizerConfig(StrictModel):
     path: str | None = pydantic.Field(
         default=None,
         min_length=1,
+        validate_default=True,  # pretrained needs one: checked when it is left out too
         description="`pretrained` only: a model's `save_pretrained` directory holding tokenizer.json, or that "
         "file; the prepared dataset's cache key holds the file's SHA-256 (`--tokenizer-path`).",
     )
@@ -71,14 +72,21 @@ class TokenizerConfig(StrictModel):
             )
         return value
 
-    @pydantic.model_validator(mode="after")
-    def _path_for_pretrained_only(self) -> TokenizerConfig:
-        if (self.kind == "pretrained") != (self.path is not None):
+    @pydantic.field_validator("path")
+    @classmethod
+    def _path_for_pretrained_only(cls, value: str | None, info: pydantic.ValidationInfo) -> str | None:
+        # A check of path (not of the section) so messages name path, or --tokenizer-path on a command line.
+        kind = info.data.get("kind")
+        if kind == "pretrained" and value is None:
             raise ValueError(
-                "the pretrained tokenizer is read from path (--tokenizer-path: a model's directory or its "
-                f"tokenizer.json), and only it has one; kind (--tokenizer) is {self.kind}, path {self.path!r}"
+                "the pretrained tokenizer reads a model's own tokenizer.json; give the model's save_pretrained "
+                "directory or that file"
             )
-        return self
+        if kind is not None and kind != "pretrained" and value is not None:
+            raise ValueError(
+                f"only the pretrained tokenizer is read from a path; the {kind} tokenizer is built from the corpus"
+            )
+        return value
 
     @pydantic.model_validator(mode="after")
     def _bpe_default_vocab_size(self) -> TokenizerConfig:

@@ -469,6 +469,18 @@ class TrialConfig(StrictModel):
         """Width of the Transformer: a product of two sampled knobs, so no sampled config is invalid."""
         return self.n_heads * self.head_dim
 
+    def budget_below_a_batch(self) -> list[str]:
+        """What is wrong with ``max_tokens`` or ``eval_every_tokens`` below one batch (see
+        :func:`budget_below_a_batch`); [] when both hold one. Checked where a run starts (``textune train``), not
+        on every parse, so configs saved before the check (checkpoints, run directories) stay readable."""
+        return budget_below_a_batch(
+            ("max_tokens", self.max_tokens),
+            ("eval_every_tokens", self.eval_every_tokens),
+            f"batch_size {self.batch_size}",
+            f"block_size {self.block_size}",
+            self.batch_size * self.block_size,
+        )
+
     @property
     def tokens_per_step(self) -> int:
         """Training tokens consumed by one optimiser step."""
@@ -487,6 +499,30 @@ class TrialConfig(StrictModel):
             }
         )
         return {key: ",".join(map(str, value)) if isinstance(value, list) else value for key, value in params.items()}
+
+
+def budget_below_a_batch(
+    max_tokens: tuple[str, int], eval_every: tuple[str, int], batch_size: str, block_size: str, batch_tokens: int
+) -> list[str]:
+    """What is wrong with token counts below one batch of ``batch_tokens`` (batch_size × block_size) tokens, each
+    count given as (its key, its value) and the sizes as they are to be named; [] when both hold a batch.
+
+    The trainer meets both counts exactly (models.trainer.Trainer.train_until), so a budget below one batch would
+    train a single step on part of a batch, and an evaluation interval below one would cut every step to it.
+    """
+    one_batch = f"one batch, {batch_size} x {block_size} = {batch_tokens} tokens"
+    (budget_key, budget), (eval_key, every) = max_tokens, eval_every
+    if budget < batch_tokens:
+        return [
+            f"{budget_key} ({budget}) is less than {one_batch}, so training would be a single step on part of "
+            f"a batch; set {budget_key} to at least {batch_tokens}"
+        ]
+    if every < batch_tokens:
+        return [
+            f"{eval_key} ({every}) is less than {one_batch}, so every step would be cut to {every} tokens to "
+            f"evaluate exactly there and none would train on a whole batch; set {eval_key} to at least {batch_tokens}"
+        ]
+    return []
 
 
 def category_of(key: str) -> Category:

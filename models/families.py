@@ -33,3 +33,24 @@ def build_model(config: TrialConfig, vocab_size: int) -> LanguageModel:
     model = build_plugin_model(config, vocab_size)
     check_model(model, config, vocab_size)
     return model
+
+
+def check_model_source(config: TrialConfig) -> None:
+    """Check what of ``config``'s model needs no dataset (nor its vocabulary), so a mistake there is found before
+    one is prepared: a user's factory imports and takes (config, vocab_size) (models.plugin.resolve_factory); a
+    Hugging Face model's ``pretrained`` directory holds a readable config, or ``hf.model_type`` is a model type
+    whose config has every key of ``hf:`` (models.hf.base_config). The built-in families need nothing.
+
+    Raises the TextuneError building the model would, its message starting with the key (``family``, ``hf.KEY``,
+    ``pretrained``). :func:`build_model` checks the rest (the logits on one tiny batch, the vocabulary).
+    """
+    if config.family in FAMILIES:
+        return
+    if config.family == "hf":
+        from models.hf import base_config
+
+        base_config(config)
+        return
+    from models.plugin import resolve_factory
+
+    resolve_factory(config.family)

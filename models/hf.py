@@ -91,30 +91,16 @@ def describe(config: TrialConfig) -> str:
 def _hf_config(config: TrialConfig, vocab_size: int) -> Any:
     """The transformers config: the saved one (``pretrained``) or ``hf.model_type``'s defaults, with ``hf:``'s keys,
     the vocabulary, the context and textune's dropout applied."""
-    from transformers import CONFIG_MAPPING, AutoConfig
+    from transformers import AutoConfig
 
-    keys = dict(config.hf)
-    model_type = keys.pop("model_type", None)
-    if config.pretrained is not None:
-        base = _pretrained_config(config.pretrained)
-        if base.vocab_size != vocab_size:
-            raise TextuneError(
-                f'pretrained "{config.pretrained}" has a vocabulary of {base.vocab_size} tokens, '
-                f"the dataset's tokenizer {vocab_size}.",
-                "Prepare the dataset with the checkpoint's own tokenizer: data.tokenizer: {kind: "
-                f"pretrained, path: {config.pretrained}}}.",
-            )
-    elif model_type not in CONFIG_MAPPING:
-        close = difflib.get_close_matches(str(model_type), list(CONFIG_MAPPING), n=3)
+    base, keys = base_config(config)
+    if config.pretrained is not None and base.vocab_size != vocab_size:
         raise TextuneError(
-            f"hf.model_type {model_type!r} is not a transformers model type"
-            + (f" (did you mean {', '.join(close)}?)" if close else "."),
-            "Give hf.model_type as a causal LM type such as gpt2 or llama, with the config keys "
-            "of that type beside it.",
+            f'pretrained "{config.pretrained}" has a vocabulary of {base.vocab_size} tokens, '
+            f"the dataset's tokenizer {vocab_size}.",
+            "Prepare the dataset with the checkpoint's own tokenizer: data.tokenizer: {kind: "
+            f"pretrained, path: {config.pretrained}}}.",
         )
-    else:
-        base = AutoConfig.for_model(model_type)
-    _check_keys(base, keys)
     # The dropout keys differ between model types (resid_pdrop, attention_dropout, ...): textune's dropout is the
     # one knob for all of them, as for the built-in families.
     dropouts = {
@@ -143,7 +129,7 @@ def _hf_config(config: TrialConfig, vocab_size: int) -> Any:
             setattr(base, key, value)
         built = base
     else:  # built anew from the keys, as a config derives some of its keys from others (llama's head_dim)
-        built = AutoConfig.for_model(model_type, **settings)
+        built = AutoConfig.for_model(base.model_type, **settings)
     if getattr(built, "max_position_embeddings", config.block_size) < config.block_size:
         raise TextuneError(
             f"block_size {config.block_size} is longer than the model's max_position_embeddings "
@@ -151,6 +137,30 @@ def _hf_config(config: TrialConfig, vocab_size: int) -> Any:
             "Lower block_size, or raise hf.max_position_embeddings (a model from a config only).",
         )
     return built
+
+
+def base_config(config: TrialConfig) -> tuple[Any, dict[str, Any]]:
+    """The transformers config a model starts from (``pretrained``'s saved one, or ``hf.model_type``'s defaults)
+    and ``hf:``'s other keys, each checked to be a key of it. Needs no dataset, so a missing directory or an
+    unknown model type is found before one is prepared; raises TextuneError naming the key."""
+    from transformers import CONFIG_MAPPING, AutoConfig
+
+    keys = dict(config.hf)
+    model_type = keys.pop("model_type", None)
+    if config.pretrained is not None:
+        base = _pretrained_config(config.pretrained)
+    elif model_type not in CONFIG_MAPPING:
+        close = difflib.get_close_matches(str(model_type), list(CONFIG_MAPPING), n=3)
+        raise TextuneError(
+            f"hf.model_type {model_type!r} is not a transformers model type"
+            + (f" (did you mean {', '.join(close)}?)" if close else "."),
+            "Give hf.model_type as a causal LM type such as gpt2 or llama, with the config keys "
+            "of that type beside it.",
+        )
+    else:
+        base = AutoConfig.for_model(model_type)
+    _check_keys(base, keys)
+    return base, keys
 
 
 def _check_keys(base: Any, keys: dict[str, Any]) -> None:

@@ -93,6 +93,11 @@ class TensorBoardLog:
         # Markdown would reflow the sample; a code block keeps its line breaks.
         self.writer.add_text("sample", "```\n" + sample + "\n```", global_step=tokens)
 
+    def flush(self) -> None:
+        """Write what is queued to the event file: a trial that is stopped right after reporting (ASHA) never
+        closes its log, and its files are uploaded to storage as they are on disk at the report."""
+        self.writer.flush()
+
     def close(self, status: TrialStatus | None) -> None:
         """End the HParams session with the run's final ``status`` (None: the run raised) and close the files."""
         if self.hparams_session:

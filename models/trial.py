@@ -262,6 +262,7 @@ class _TrialLoop:
         if self.tensorboard is not None:
             self.tensorboard.scalars(metrics, trainer.tokens)
             self.tensorboard.text(sample, trainer.tokens)
+            self.tensorboard.flush()
         checkpoint_dir = Path(tempfile.mkdtemp(prefix=f"textune-ckpt-{trainer.tokens}-"))
         try:
             # The tokenizer travels with the weights, so generation needs no dataset; saved first, so the

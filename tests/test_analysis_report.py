@@ -289,7 +289,7 @@ def test_device_hours_count_the_devices_a_trial_held(resources: dict[str, float]
         (["{missing}"], ["is not a textune experiment"]),
         (["{experiment}", "--out", "{occupied}"], ["not a textune report", "--out"]),
         (["{experiment}", "--top-k", "0"], ["--top-k", "1<=x<=100"]),
-        (["{experiment}", "--prompt", ""], ["prompts"]),
+        (["{experiment}", "--prompt", ""], ["--prompt", "at least 1 character"]),
     ],
 )
 def test_report_bad_input(

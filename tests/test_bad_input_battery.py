@@ -33,12 +33,15 @@ NAME_RULE = "no '/', '..' or absolute paths"
 @dataclass(frozen=True)
 class BadInput:
     """``args`` may name {quickstart}, {storage}, {experiment}, {name} (the world's) and {tmp} (the row's own
-    directory, which holds ``files``); the message must contain every one of ``fragments`` (same fields)."""
+    directory, which holds ``files``); the message must contain every one of ``fragments`` (same fields).
+    ``experiment_files`` are written into the row's copy of the experiment (paths relative to it) before the world
+    is snapshotted: a damaged file of it, which must come out unchanged too."""
 
     id: str
     args: tuple[str, ...]
     fragments: tuple[str, ...]
     files: dict[str, str] = field(default_factory=dict)
+    experiment_files: dict[str, str] = field(default_factory=dict)
 
 
 def run(*settings: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -188,7 +191,7 @@ BAD_INPUTS = [
         ("replay", "{experiment}", "--strategy", "hyperopt+hyperband"),
         ('--strategy "hyperopt+hyperband" is not a strategy', 'Did you mean "hyperopt+asha"?'),
     ),
-    BadInput("cli-replay-no-workers", ("replay", "{experiment}", "--workers", "0"), ('"workers" = 0 is invalid',)),
+    BadInput("cli-replay-no-workers", ("replay", "{experiment}", "--workers", "0"), ("--workers 0 is invalid",)),
     BadInput(
         "cli-replay-not-an-experiment",
         ("replay", "{storage}/no-such-experiment"),
@@ -252,7 +255,7 @@ BAD_INPUTS = [
     # The world's cache holds this corpus prepared (a cache hit: nothing is written); its val split has 1000 tokens.
     BadInput(
         "data-block-beyond-the-val-split",
-        run("data.synthetic={{characters: 20000}}", "model.block_size=4096"),
+        run("data.synthetic={{characters: 20000}}", "model.block_size=4096", "budget.eval_every_tokens=65536"),
         ("model.block_size = 4096 does not fit the prepared dataset", '"val" split', "has 1000 tokens"),
     ),
     # S2 (YAML): hostile documents in spec files and in --set values, one loader for both.
@@ -301,17 +304,17 @@ BAD_INPUTS = [
     BadInput(
         "data-synthetic-seed-negative",
         ("data", "prepare", "synthetic", "--seed", "-1"),
-        ('"synthetic.seed" = -1', "greater than or equal to 0"),
+        ("--seed -1 is invalid", "greater than or equal to 0"),
     ),
     BadInput(
         "data-synthetic-characters-beyond-range",
         ("data", "prepare", "synthetic", "--characters", "10" * 8),
-        ('"synthetic.characters" = 1010101010101010', "less than or equal to 1000000000"),
+        ("--characters 1010101010101010 is invalid", "less than or equal to 1000000000"),
     ),
     BadInput(
         "data-bpe-vocab-size-beyond-range",
         ("data", "prepare", "synthetic", "--tokenizer", "bpe", "--vocab-size", "99999999999"),
-        ('"tokenizer.vocab_size" = 99999999999', "less than or equal to 1048576"),
+        ("--vocab-size 99999999999 is invalid", "less than or equal to 1048576"),
     ),
     BadInput(
         "cli-generate-temperature-nan",
@@ -493,6 +496,164 @@ BAD_INPUTS = [
         ('data.tokenizer.path "{tmp}" holds no tokenizer.json.', "save_pretrained"),
         files={"corpus.txt": "a corpus to prepare with a model's tokenizer\n" * 50},
     ),
+    # Slice K (checks that came too late or spoke the wrong words). A model that cannot be built is refused before
+    # the data is prepared: the quickstart's corpus is not in the world's cache, so a preparation would change it.
+    BadInput(
+        "spec-model-factory-not-importable-before-the-data",
+        run("model.family=no_such_module:build"),
+        ('model.family "no_such_module:build": importing module no_such_module failed',),
+    ),
+    BadInput(
+        "spec-hf-missing-pretrained-before-the-data",
+        run("model.family=hf", "model.pretrained={tmp}/no-model"),
+        ('model.pretrained "{tmp}/no-model" does not exist', "save_pretrained"),
+    ),
+    BadInput(
+        "cli-train-factory-not-importable-before-the-data",
+        ("train", "{tmp}/train.yaml", "--run-dir", "{tmp}/run"),
+        ('training config {tmp}/train.yaml: family "no_such_module:build": importing module no_such_module failed',),
+        files={
+            "train.yaml": "data: {source: synthetic, synthetic: {characters: 30000}}\nfamily: no_such_module:build\n"
+        },
+    ),
+    BadInput(
+        "cli-train-hf-missing-pretrained-before-the-data",
+        ("train", "{tmp}/train.yaml", "--run-dir", "{tmp}/run", "--set", "pretrained={tmp}/no-model"),
+        ('training config {tmp}/train.yaml: pretrained "{tmp}/no-model" does not exist',),
+        files={"train.yaml": "data: {source: synthetic, synthetic: {characters: 30000}}\nfamily: hf\n"},
+    ),
+    # Budgets below one batch: the quickstart searches batch_size [8, 16] with model.block_size 64.
+    BadInput(
+        "spec-budget-below-the-largest-batch",
+        run("budget.max_tokens=1000", "budget.eval_every_tokens=1000", "scheduler.grace_period_tokens=1000"),
+        (
+            SPEC,
+            "budget.max_tokens (1000) is less than one batch, batch_size 16 (the largest of space.batch_size) x "
+            "block_size 64 (model.block_size) = 1024 tokens",
+            "set budget.max_tokens to at least 1024",
+        ),
+    ),
+    BadInput(
+        "spec-evaluation-interval-below-a-batch",
+        run("budget.eval_every_tokens=1000"),
+        (
+            SPEC,
+            "budget.eval_every_tokens (1000) is less than one batch",
+            "set budget.eval_every_tokens to at least 1024",
+        ),
+    ),
+    BadInput(
+        "cli-train-budget-below-a-batch",
+        ("train", "{tmp}/train.yaml", "--run-dir", "{tmp}/run"),
+        (
+            "training config {tmp}/train.yaml: max_tokens (100) is less than one batch, batch_size 8 x block_size 32 "
+            "= 256 tokens",
+            "set max_tokens to at least 256",
+        ),
+        files={"train.yaml": "data: {source: synthetic}\nbatch_size: 8\nblock_size: 32\nmax_tokens: 100\n"},
+    ),
+    # Command-line values are named by their option, not by the config key they set.
+    BadInput(
+        "data-prepare-pretrained-without-tokenizer-path",
+        ("data", "prepare", "synthetic", "--tokenizer", "pretrained"),
+        ("textune data prepare: --tokenizer-path is not given", "save_pretrained directory", "Fix the option"),
+    ),
+    BadInput(
+        "cli-cluster-up-no-workers",
+        ("cluster", "up", "--workers", "-1", "--state-dir", "{tmp}/cluster"),
+        ("cluster up: --workers -1 is invalid", "greater than or equal to 0"),
+    ),
+    BadInput("cli-replay-seeds-negative", ("replay", "{experiment}", "--seeds", "-1"), ("textune replay: --seeds -1",)),
+    BadInput(
+        "cli-replay-throughput-nan",
+        ("replay", "{experiment}", "--throughput", "nan"),
+        ("textune replay: --throughput nan is invalid", "finite number"),
+    ),
+    # J (simulated searches): a search textune replay simulated trained nothing; commands that need what training
+    # leaves behind refuse it (the row's directory is one: its marker and spec). The rest: test_replay_simulated.py.
+    *(
+        BadInput(
+            f"cli-{command}-simulated-search",
+            (command, "{tmp}"),
+            ("{tmp} is a simulated search", f"so it has no {lacks}", hint),
+            files={"textune-job.yaml": "name: sim\n", "textune-simulated.json": "{}\n"},
+        )
+        for command, lacks, hint in (
+            ("generate", "checkpoint and no best/", "textune confirm {tmp} --top-k 1 --seeds 1"),
+            ("tensorboard", "TensorBoard files", "textune confirm {tmp} --top-k 1 --seeds 1"),
+            ("replay", "recorded curves of its own to replay", "Replay the experiment it replayed instead"),
+        )
+    ),
+    # Slice M (textune replay writes): ASHA options with only FIFO strategies, a rung algorithm without ASHA, and
+    # a missing experiment said to be missing. A live run's refusal holds a lock: test_replay_cli.py.
+    BadInput(
+        "cli-replay-asha-options-with-fifo-only",
+        ("replay", "{experiment}", "--strategy", "random+fifo", "--grace-period-tokens", "1024"),
+        ("--grace-period-tokens sets ASHA's rungs", "(random+fifo) uses FIFO", "--strategy random+asha"),
+    ),
+    BadInput(
+        "cli-replay-both-asha-options-with-fifo-only",
+        ("replay", "{experiment}", "--strategy", "grid+fifo", "--reduction-factor", "3", "--grace-period-tokens", "9"),
+        ("--grace-period-tokens and --reduction-factor set ASHA's rungs", "would be ignored"),
+    ),
+    BadInput(
+        "cli-replay-bohb-without-asha",
+        ("replay", "{experiment}", "--strategy", "bohb+fifo"),
+        ('--strategy "bohb+fifo": bohb models ASHA\'s rungs', "Use --strategy bohb+asha"),
+    ),
+    *(
+        BadInput(
+            f"cli-{command[0]}-missing-experiment",
+            (command[0], "{storage}/no-such-experiment", *command[1:]),
+            ("{storage}/no-such-experiment is not a textune experiment: the directory does not exist",),
+        )
+        for command in (("replay",), ("best",), ("export", "--out", "{tmp}/x.parquet"))
+    ),
+    BadInput(
+        "cli-replay-directory-without-spec",
+        ("replay", "{tmp}"),
+        ("{tmp} is not a textune experiment: there is no textune-job.yaml in it",),
+        files={"notes.txt": "not an experiment\n"},
+    ),
+    # Slice N (replay tables): an experiment's replay/table/manifest.json that is not a table manifest (it used to
+    # be a TypeError traceback). Malformed manifests of every kind, read by load_table: tests/test_replay_table.py.
+    *(
+        BadInput(
+            f"cli-replay-table-manifest-{kind}",
+            ("replay", "{experiment}"),
+            ("table manifest {experiment}/replay/table/manifest.json", fragment, "delete {experiment}/replay/table"),
+            experiment_files={"replay/table/manifest.json": content, "replay/table/curves.parquet": "not Parquet\n"},
+        )
+        for kind, content, fragment in (
+            ("checksum-of-the-wrong-type", '{"parquet_sha256": 5}', '"parquet_sha256" = 5 is invalid: expected text'),
+            ("not-json", '{"format": 1,', "is not valid JSON (line 1, column 14"),
+            ("not-an-object", "[1, 2, 3]", "is not a JSON object (it holds [1, 2, 3])"),
+        )
+    ),
+    # A value of the wrong type is shown, cut short, with what the key accepts.
+    BadInput(
+        "spec-split-of-the-wrong-type",
+        run("data.split=[0.8, 0.1, 0.1]"),
+        (
+            '"data.split" = [0.8, 0.1, 0.1] is invalid: expected a mapping with the keys train, val, test '
+            "(e.g. {{train: 0.9, val: 0.05, test: 0.05}})",
+        ),
+    ),
+    BadInput(
+        "spec-split-with-an-unknown-key",
+        run("data.split={{a: 1}}"),
+        ('unknown key "data.split.a"', "Valid keys here: test, train, val"),
+    ),
+    BadInput(
+        "spec-long-value-of-the-wrong-type",
+        run("data.source=[" + ", ".join(["a-long-corpus-name"] * 50) + "]"),
+        ("\"data.source\" = ['a-long-corpus-name', 'a-long-corpus-name',", "...] is invalid: expected text"),
+    ),
+    BadInput(
+        "spec-truth-value-for-a-number",
+        run("num_samples=true"),
+        ('"num_samples" = True is invalid: expected a number, not true or false',),
+    ),
 ]
 
 
@@ -529,6 +690,9 @@ def outcomes(finished_experiment: Path, tmp_path_factory: pytest.TempPathFactory
         for name, content in case.files.items():
             (inputs / name).write_text(content, encoding="utf-8")
         storage = world / "storage"
+        for name, content in case.experiment_files.items():
+            (storage / finished_experiment.name / name).parent.mkdir(parents=True, exist_ok=True)
+            (storage / finished_experiment.name / name).write_text(content, encoding="utf-8")
         return world, {
             "quickstart": QUICKSTART,
             "storage": storage,

@@ -89,8 +89,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     [
         (["cluster", "down"], "no local cluster is up (no record in"),
         (["cluster", "status"], "no local cluster is up and no --address was given"),
-        (["cluster", "up", "--workers", "-1"], '"workers" = -1 is invalid'),
-        (["cluster", "up", "--object-store-mb", "10"], '"object_store_mb" = 10 is invalid'),
+        (["cluster", "up", "--workers", "-1"], "cluster up: --workers -1 is invalid"),
+        (["cluster", "up", "--object-store-mb", "10"], "--object-store-mb 10 is invalid"),
     ],
 )
 def test_cluster_commands_without_a_cluster_or_with_bad_options(tmp_path: Path, args: list[str], fragment: str) -> None:

@@ -141,22 +141,22 @@ BAD_INPUTS = [
         "bpe-vocab-below-alphabet",
         lambda root: "synthetic",
         ["--tokenizer", "bpe", "--vocab-size", "100"],
-        ["tokenizer.vocab_size", "256"],
+        ["--vocab-size 100 is invalid", "256"],
     ),
     ("unknown-source-name", lambda root: "shakespear", [], ['"shakespear"', 'Did you mean "shakespeare"?']),
-    ("bad-split", lambda root: "synthetic", ["--split", "0.9,0.2,0.1"], ["split", "sum to 1"]),
+    ("bad-split", lambda root: "synthetic", ["--split", "0.9,0.2,0.1"], ["--split is invalid", "sum to 1"]),
     ("split-not-three-numbers", lambda root: "synthetic", ["--split", "0.9,0.1"], ['--split "0.9,0.1"']),
     (
         "tokenizer-path-without-pretrained",
         lambda root: "synthetic",
         ["--tokenizer-path", "my-model"],
-        ["--tokenizer-path", "kind (--tokenizer) is char"],
+        ["--tokenizer-path", "only the pretrained tokenizer is read from a path; the char tokenizer"],
     ),
     (
         "pretrained-without-path",
         lambda root: "synthetic",
         ["--tokenizer", "pretrained"],
-        ["--tokenizer-path", "path None"],
+        ["--tokenizer-path is not given", "the model's save_pretrained directory"],
     ),
 ]
 

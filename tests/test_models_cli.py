@@ -171,7 +171,7 @@ def test_a_failed_start_leaves_no_run_dir_and_points_to_the_split(
     assert "Lower block_size" not in failed.stderr
     assert not (tmp_path / "new").exists()
     # The block_size hint appears where it can help, and the corrected command is not refused.
-    too_long = _train(config, run_dir, cli_cache, "block_size=4096")
+    too_long = _train(config, run_dir, cli_cache, "block_size=4096", "max_tokens=32768", "eval_every_tokens=32768")
     assert_user_error(too_long, "block_size=4096", "Lower block_size to at most")
     assert not (tmp_path / "new").exists()
     retried = _train(config, run_dir, cli_cache, "max_tokens=512", "eval_every_tokens=512")

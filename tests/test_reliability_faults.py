@@ -21,9 +21,10 @@ import pandas as pd
 import pytest
 
 from support.jobs import tiny_job
+from support.tensorboard import session_file
 from tune_jobs.experiment import Experiment
 from tune_jobs.finish import finish_experiment
-from tune_jobs.hparams import ERROR_HPARAM, EVENTS_FILE
+from tune_jobs.hparams import ERROR_HPARAM
 from tune_jobs.results.restarts import restarts
 from tune_jobs.results.table import ExperimentResults
 from tune_jobs.runner import resume_job, run_job
@@ -133,7 +134,7 @@ def test_a_trial_that_keeps_failing_is_recorded_as_errored(
     on_disk = pd.read_parquet(Path(experiment.root) / "results.parquet").set_index("trial_id")
     for _, trial in failing.iterrows():
         assert on_disk.loc[trial["trial_id"], "error"] == trial["error"]
-        events = Path(experiment.root) / Path(trial["trial_dir"]).name / EVENTS_FILE
+        events = session_file(Path(experiment.root) / Path(trial["trial_dir"]).name)
         plugin_data = {
             value.tag: value.metadata.plugin_data.content
             for event in EventFileLoader(str(events)).Load()

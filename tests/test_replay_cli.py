@@ -6,6 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +19,9 @@ import pandas as pd
 import pytest
 
 from conftest import assert_user_error, run_textune
+from textune.signals import deferred_signals
+from tune_jobs.experiment import open_experiment
+from tune_jobs.lifecycle import held_experiment
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -208,7 +217,7 @@ BAD_REPLAYS: list[tuple[str, Callable[[Path], None] | None, tuple[str, ...], tup
         ("--strategy", "hyperopt+hyperband"),
         ('--strategy "hyperopt+hyperband" is not a strategy', 'Did you mean "hyperopt+asha"?'),
     ),
-    ("workers-zero", None, ("--workers", "0"), ('"workers" = 0 is invalid', "greater than 0")),
+    ("workers-zero", None, ("--workers", "0"), ("--workers 0 is invalid", "greater than 0")),
     (
         "grace-beyond-budget",
         None,
@@ -225,7 +234,7 @@ BAD_REPLAYS: list[tuple[str, Callable[[Path], None] | None, tuple[str, ...], tup
         ("replayed strategy hyperopt+asha (grace 1024, rf 1.01)", "at most 20 are allowed"),
     ),
     ("table-checksum", _tampered_table, (), ("curves.parquet fails its checksum", "Rebuild the table")),
-    ("throughput-zero", None, ("--throughput", "0"), ('"throughput_flops_per_s" = 0.0 is invalid', "greater than 0")),
+    ("throughput-zero", None, ("--throughput", "0"), ("--throughput 0.0 is invalid", "greater than 0")),
 ]
 
 
@@ -239,3 +248,171 @@ def test_bad_replays_get_one_paragraph_and_change_nothing(case, experiment_copy:
     assert_user_error(result, *fragments)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert snapshot(experiment_copy) == before
+
+
+# Slice M: replay/ holds one replay, whole; never written from a live run.
+REPLAYED_FILES = {"table", "replay.json", "replay.png", "searches"}
+QUICK = ("--seeds", "1", "--fill", "nearest")
+
+
+def _searches(replay: Path) -> set[str]:
+    return {p.name for p in (replay / "searches").iterdir()}
+
+
+def _slugs(replay: Path) -> set[str]:
+    """The searches replay.json describes, as their folder names (random+asha (grace 1024, rf 2) -> random-asha-...)."""
+    document = json.loads((replay / "replay.json").read_text())
+    slugs = set()
+    for summary in document["strategies"]:
+        name, _, asha = summary["strategy"].partition(" (grace ")
+        grace, _, factor = asha.rstrip(")").partition(", rf ")
+        slugs.add(name.replace("+", "-") + (f"-g{grace}-rf{factor}" if asha else ""))
+    return slugs
+
+
+def test_replay_replaces_the_previous_replay_whole(experiment_copy: Path) -> None:
+    replay = experiment_copy / "replay"
+    first = run_textune("replay", str(experiment_copy), *QUICK, "--strategy", "random+asha", "--strategy", "grid+asha")
+    assert first.returncode == 0, first.stderr
+    assert _searches(replay) == _slugs(replay) == {"random-asha-g1024-rf2", "grid-asha-g1024-rf2"}
+    # A user's folder inside an old search, and what a replay killed mid-way leaves behind.
+    (replay / "searches" / "random-asha-g1024-rf2" / "analysis").mkdir()
+    (replay / "searches" / "random-asha-g1024-rf2" / "analysis" / "importance.json").write_text("{}")
+    (replay / ".staging-dead" / "searches").mkdir(parents=True)
+    (replay / ".previous-dead").mkdir()
+    (replay / ".keep").write_text("a user's hidden file stays")
+    outside = snapshot(experiment_copy, skip="replay")
+
+    for args, slugs in (
+        (
+            ("--strategy", "random+asha", "--grace-period-tokens", "2048", "--reduction-factor", "3"),
+            {"random-asha-g2048-rf3"},
+        ),
+        (("--strategy", "hyperopt+fifo"), {"hyperopt-fifo"}),
+    ):
+        result = run_textune("replay", str(experiment_copy), *QUICK, *args)
+        assert result.returncode == 0, result.stderr
+        assert {p.name for p in replay.iterdir()} == REPLAYED_FILES | {".keep"}
+        assert _searches(replay) == _slugs(replay) == slugs
+        assert snapshot(experiment_copy, skip="replay") == outside
+    # The simulated search names where it lives now, not the staging directory it was written in.
+    assert (
+        f"storage: {replay / 'searches'}\n" in (replay / "searches" / "hyperopt-fifo" / "textune-job.yaml").read_text()
+    )
+    assert f"written: {replay}" in result.stdout and "interrupted" not in result.stderr
+
+
+def test_replay_refuses_to_replace_a_trained_search_inside_it(experiment_copy: Path) -> None:
+    assert run_textune("replay", str(experiment_copy), *QUICK, "--strategy", "random+fifo").returncode == 0
+    confirm = experiment_copy / "replay" / "searches" / "random-fifo" / "confirm"
+    confirm.mkdir()
+    (confirm / "textune-job.yaml").write_text("name: confirm\n")
+    before = snapshot(experiment_copy)
+    result = run_textune("replay", str(experiment_copy), *QUICK, "--strategy", "hyperopt+fifo")
+    assert_user_error(result, f"{confirm} holds a trained search", f"Move it out of {experiment_copy}/replay first")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert snapshot(experiment_copy) == before
+
+
+@pytest.fixture
+def live(experiment_copy: Path):
+    """The experiment with its lock held, as the driver of a live `textune run` or `resume` holds it."""
+    with held_experiment(open_experiment(experiment_copy)):
+        yield experiment_copy
+
+
+LIVE_COMMANDS = [
+    (("replay", "--seeds", "1"), "Replay it when the run has ended"),
+    (("best",), "Ask for its best trial when the run has ended"),
+    (("analyze",), "Analyze it when the run has ended"),
+    (("report", "--top-k", "1", "--seeds", "1"), "Report on it when the run has ended"),
+    (("confirm", "--top-k", "1", "--seeds", "1"), "Confirm its winners when the run has ended"),
+]
+
+
+@pytest.mark.parametrize("first_run", [False, True], ids=["resumed", "first-run"])
+def test_read_commands_refuse_a_live_experiment(first_run: bool, live: Path) -> None:
+    if first_run:  # a first run still going has no results.parquet: it must not be sent to `textune resume`
+        (live / "results.parquet").unlink()
+    before = snapshot(live)
+    for (command, *args), hint in LIVE_COMMANDS:
+        result = run_textune(command, str(live), *args)
+        assert_user_error(result, f"{live} is being run right now", f"holds {live}/.textune-lock", hint)
+        assert "textune resume" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert snapshot(live) == before, command
+
+
+def test_export_of_a_live_experiment_says_it_is_still_running(live: Path, tmp_path: Path) -> None:
+    result = run_textune("export", str(live), "--out", str(tmp_path / "trials.parquet"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(f"warning: {live} is being run right now") and "export again" in result.stderr
+
+
+def test_ctrl_c_leaves_the_previous_replay_or_the_new_one_whole(experiment_copy: Path) -> None:
+    """SIGINT at random moments of real replays: replay/ is always the previous replay byte for byte (exit 130,
+    "aborted.") or the new one complete (what was printed says so); never a mix."""
+    replay = experiment_copy / "replay"
+    assert run_textune("replay", str(experiment_copy), *QUICK, "--strategy", "random+fifo").returncode == 0
+    started = time.monotonic()
+    full = run_textune("replay", str(experiment_copy), *QUICK, "--strategy", "hyperopt+fifo")
+    duration = time.monotonic() - started
+    assert full.returncode == 0, full.stderr
+    random_ = random.Random(0)
+    outcomes = set()
+    for attempt, strategy in enumerate(["random+fifo", "hyperopt+fifo"] * 3):
+        before = snapshot(replay)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tune_jobs.cli.main",
+                "replay",
+                str(experiment_copy),
+                *QUICK,
+                "--strategy",
+                strategy,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # From the middle of a run (the first: surely before its writes) to a little past its end: the write phase
+        # is its last part.
+        time.sleep(duration * (random_.uniform(0.5, 1.1) if attempt else 0.5))
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+        visible = {name: digest for name, digest in snapshot(replay).items() if not name.startswith(".")}
+        if visible == {k: v for k, v in before.items() if not k.startswith(".")} and "written:" not in stdout:
+            outcomes.add("previous")
+            assert process.returncode != 0, stderr  # 130 "aborted.", or killed before Python's handler existed
+        else:
+            outcomes.add("new")
+            assert _searches(replay) == _slugs(replay) == {strategy.replace("+", "-")}, (stdout, stderr)
+            assert {p.name for p in replay.iterdir() if not p.name.startswith(".")} == REPLAYED_FILES
+            assert f"written: {replay}" in stdout, stderr
+            assert "aborted." not in stderr, stderr  # never after "written:"
+            if process.returncode == 130:  # the signal waited for the swap and the printout, and says so
+                assert "interrupted after the new replay was in place" in stderr, stderr
+            else:  # done: a signal while Python shuts down after the printout is ignored
+                assert process.returncode == 0, stderr
+    assert "previous" in outcomes  # the loop did interrupt replays before their end
+    # A later replay removes whatever a killed one left behind.
+    assert run_textune("replay", str(experiment_copy), *QUICK, "--strategy", "random+fifo").returncode == 0
+    assert {p.name for p in replay.iterdir()} == REPLAYED_FILES
+
+
+def test_signals_wait_for_the_swap_then_act() -> None:
+    """The swap's guard (textune.signals): Ctrl-C and SIGTERM inside the block are recorded, not acted on;
+    after it, delivered (Ctrl-C: KeyboardInterrupt) or left to the caller; the handlers come back."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with deferred_signals(deliver=False) as received:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+    assert received == [signal.SIGTERM, signal.SIGINT]
+    with pytest.raises(KeyboardInterrupt), deferred_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        finished = True  # the block ran to its end before the interrupt
+    assert finished
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers

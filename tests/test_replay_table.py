@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.bench_search_sim import TABLES
 from support.replay import EVAL_EVERY, hand_table, smooth_metric, smooth_table
 from textune.errors import TextuneError
 from tune_jobs.replay.lookup import CurveLookup, held_out_error
@@ -45,6 +46,84 @@ def test_a_table_whose_parquet_changed_fails_its_checksum(tmp_path: Path) -> Non
 def test_a_directory_without_a_manifest_is_not_a_table(tmp_path: Path) -> None:
     with pytest.raises(TextuneError, match="is not a learning-curve table"):
         load_table(tmp_path)
+
+
+def _edited(**changes: object):
+    """A damage that sets manifest keys; ``spec__metric`` sets the nested ``spec.metric``."""
+
+    def edit(manifest: dict) -> str:
+        for key, value in changes.items():
+            *parents, last = key.split("__")
+            node = manifest
+            for parent in parents:
+                node = node[parent]
+            node[last] = value
+        return json.dumps(manifest)
+
+    return edit
+
+
+def _without(key: str):
+    return lambda manifest: json.dumps({k: v for k, v in manifest.items() if k != key})
+
+
+# (id, damage: the written manifest -> the file's new text (bytes for raw content), fragments of the paragraph)
+MALFORMED_MANIFESTS = [
+    (
+        "checksum-of-the-wrong-type",
+        lambda m: '{"parquet_sha256": 5}',
+        ['"parquet_sha256" = 5 is invalid: expected text'],
+    ),
+    ("not-json", lambda m: '{"format": 1,', ["is not valid JSON (line 1, column 14"]),
+    ("not-utf8", lambda m: b"\xff\xfe{}", ["is not UTF-8 text (byte 0)"]),
+    ("a-list", lambda m: "[1, 2, 3]", ["is not a JSON object (it holds [1, 2, 3])"]),
+    ("null", lambda m: "null", ["is not a JSON object (it holds None)"]),
+    ("missing-metric", _without("metric"), ['required key "metric" is missing']),
+    (
+        "unknown-key",
+        _edited(parquet_sha265="0" * 64),
+        ['unknown key "parquet_sha265"', 'Did you mean "parquet_sha256"'],
+    ),
+    ("checksum-not-hex", _edited(parquet_sha256="abc"), ["\"parquet_sha256\" = 'abc' is invalid"]),
+    ("negative-count", _edited(configs=-1), ['"configs" = -1 is invalid']),
+    ("spec-key-of-the-wrong-type", _edited(spec__budget__max_tokens="lots"), ["\"spec.budget.max_tokens\" = 'lots'"]),
+    ("metric-not-the-specs", _edited(metric="val_ppl"), ["\"metric\" = 'val_ppl' differs from its spec's 'val_bpc'"]),
+    ("params-not-the-specs", _edited(params=["lr"]), ["\"params\" = ['lr'] differs from its spec's ['lr', 'width']"]),
+    # Consistent with its spec, but the curves were recorded without that metric.
+    ("metric-not-in-the-curves", _edited(metric="val_ppl", spec__metric="val_ppl"), ["lacks the column(s) val_ppl"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragments"), [case[1:] for case in MALFORMED_MANIFESTS], ids=[case[0] for case in MALFORMED_MANIFESTS]
+)
+def test_a_malformed_manifest_is_refused_in_one_paragraph_naming_file_and_key(
+    damage, fragments: list[str], tmp_path: Path
+) -> None:
+    """Every reader of a table (textune replay, the benchmarks' --table) goes through load_table: a manifest
+    of the wrong shape is one TextuneError naming the file and the key, never a TypeError or KeyError."""
+    directory = tmp_path / "table"
+    write_table(smooth_table([1e-3, 1e-2], [32, 64]), directory)
+    path = directory / MANIFEST_FILE
+    content = damage(json.loads(path.read_text()))
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(TextuneError) as error:
+        load_table(directory)
+    paragraph = error.value.paragraph()
+    for fragment in [str(path), *fragments]:
+        assert fragment in paragraph, paragraph
+    assert paragraph.endswith(
+        f"Rebuild the table: delete {directory} and run textune replay on its experiment again "
+        "(or re-record it with benchmarks/record_table.py)."
+    )
+
+
+@pytest.mark.parametrize("directory", sorted(p.parent for p in TABLES.glob("*/manifest.json")), ids=lambda p: p.name)
+def test_every_committed_table_reads_back_with_its_manifest_unchanged(directory: Path) -> None:
+    """The committed recordings (benchmarks/tables/) meet the manifest model as written, key for key."""
+    table = load_table(directory)
+    assert table.manifest == json.loads((directory / MANIFEST_FILE).read_text())
+    assert table.spec.metric == table.metric == "val_bpc" and len(table.curves) == table.manifest["rows"]
 
 
 def test_config_ids_ignore_seed_and_control_knobs() -> None:

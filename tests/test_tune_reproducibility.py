@@ -81,6 +81,13 @@ def one_slot_search(storage: Path, name: str) -> tuple[pd.DataFrame, dict[tuple[
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     trials = pd.read_parquet(storage / name / "results.parquet")
     evaluations = pd.read_parquet(storage / name / "evaluations.parquet")
+    # Every report's send time (unix seconds, sub-second): with one slot, each trial's reports follow one another
+    # and the trials' reports never interleave (the replay's fidelity benchmark orders real results by it).
+    assert evaluations["reported_at"].dtype == float and (evaluations["reported_at"] % 1 != 0).any()
+    per_trial = evaluations.sort_values(["trial_id", "tokens"]).groupby("trial_id")["reported_at"]
+    assert (per_trial.diff().dropna() > 0).all()
+    spans = per_trial.agg(["min", "max"]).sort_values("min")
+    assert (spans["min"].to_numpy()[1:] > spans["max"].to_numpy()[:-1]).all(), spans
     config_columns = sorted(column for column in trials if column.startswith(CONFIG_PREFIX))
     key_of = {row["trial_id"]: tuple(row[config_columns]) for _, row in trials.iterrows()}
     curves = {

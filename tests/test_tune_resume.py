@@ -60,6 +60,7 @@ def test_driver_loss_then_resume_finishes_the_rest(
     assert 2 <= len(finished_before) < TRIALS, output
     if stop_signal == signal.SIGINT:
         assert "textune resume" in output
+        assert "Tuner.restore" not in output  # Ray Tune's own hint, for its Python API, is not shown
 
     # HyperOpt's saved history holds finished trials' results (those the last snapshot saw end; a trial whose
     # end came after it reaches the searcher when the resume restores it).

@@ -197,13 +197,15 @@ def test_hparams_dashboard_lists_every_trial_with_status(
         time.sleep(1)
     assert {info["name"] for info in experiment["hparamInfos"]} == {*spec.space, "trial_status", "trial_error"}
     assert {info["name"]["tag"] for info in experiment["metricInfos"]} == {"val_bpc", "val_ppl", "best_val_bpc"}
-    sessions = {Path(group["name"]).name: group for group in groups}
+    # A session is the run TRIAL_DIR/hparams-STATUS (tune_jobs.hparams): keyed by its trial's directory.
+    sessions = {Path(group["name"]).parent.name: group for group in groups}
     expected = {
         Path(d).name: status for d, status in zip(results.trials["trial_dir"], results.trials["status"], strict=True)
     }
     assert set(sessions) == set(expected)
     for name, group in sessions.items():
         assert group["hparams"]["trial_status"] == expected[name]
+        assert group["name"] == f"{name}/hparams-{expected[name]}"
         metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         if expected[name] in ("completed", "early_stopped"):
             assert metrics["best_val_bpc"] <= metrics["val_bpc"] and metrics["val_ppl"] > 1

@@ -23,9 +23,10 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from conftest import run_textune
 from models.config import parse_trial_config
 from support.jobs import CONFIGS
+from support.tensorboard import session_file
 from textune import strict_json
 from tune_jobs.experiment import EVALUATIONS_FILE, RESULTS_FILE, experiment_at
-from tune_jobs.hparams import EVENTS_FILE, write_experiment_config, write_hparams, write_running_session
+from tune_jobs.hparams import EVENTS_FILE, SESSION_PREFIX, write_experiment_config, write_hparams, write_running_session
 from tune_jobs.results.parquet import read_trials, write_tables
 from tune_jobs.results.table import ExperimentResults, config_column, searched_config
 from tune_jobs.space import Dimension, base_sample, trainer_params
@@ -117,10 +118,10 @@ def test_config_columns_keep_their_type_in_results_parquet(kind: str, tmp_path: 
     assert [type(v) for v in read_back] == [type(v) for v in expected]
 
 
-def hparam_records(directory: Path) -> list[plugin_data_pb2.HParamsPluginData]:
-    """The HParams plugin records of the driver's event file in ``directory``."""
+def hparam_records(events: Path) -> list[plugin_data_pb2.HParamsPluginData]:
+    """The HParams plugin records of the driver's event file ``events``."""
     records = []
-    for event in EventFileLoader(str(directory / EVENTS_FILE)).Load():
+    for event in EventFileLoader(str(events)).Load():
         for value in event.summary.value:
             if value.metadata.plugin_data.plugin_name == metadata.PLUGIN_NAME:
                 records.append(plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content))
@@ -129,10 +130,11 @@ def hparam_records(directory: Path) -> list[plugin_data_pb2.HParamsPluginData]:
 
 def assert_sessions_match_domains(experiment_dir: Path, trial_dirs: list[Path]) -> dict[str, int]:
     """Every session value has its domain's type and lies in a discrete domain; the declared types by name."""
-    (experiment,) = [r.experiment for r in hparam_records(experiment_dir) if r.HasField("experiment")]
+    (experiment,) = [r.experiment for r in hparam_records(experiment_dir / EVENTS_FILE) if r.HasField("experiment")]
     infos = {info.name: info for info in experiment.hparam_infos}
     for trial_dir in trial_dirs:
-        (start,) = [r.session_start_info for r in hparam_records(trial_dir) if r.HasField("session_start_info")]
+        records = hparam_records(session_file(trial_dir))
+        (start,) = [r.session_start_info for r in records if r.HasField("session_start_info")]
         for name, value in start.hparams.items():
             info = infos[name]
             assert value.WhichOneof("kind") == VALUE_KINDS[info.type], (name, value, info)
@@ -183,7 +185,8 @@ def test_a_searched_hf_key_has_one_name_in_the_hparams_domains_and_sessions(tmp_
         types = assert_sessions_match_domains(Path(root), trial_dirs)
         assert set(spec.space) < set(types) and not any(name.startswith("hf.") for name in types)
         for trial_dir, sample in zip(trial_dirs, samples, strict=True):
-            (start,) = [r.session_start_info for r in hparam_records(trial_dir) if r.HasField("session_start_info")]
+            records = hparam_records(session_file(trial_dir))
+            (start,) = [r.session_start_info for r in records if r.HasField("session_start_info")]
             assert set(spec.space) < set(start.hparams)
             config = parse_trial_config({**fixed_trial_params(spec, "unused"), **trainer_params(sample)})
             assert start.hparams["n_embd"].number_value == config.hf["n_embd"] == sample["n_embd"]
@@ -289,7 +292,7 @@ def test_best_prints_numbers_and_strict_json(typed_experiment: Path) -> None:
 @pytest.mark.timeout(600)
 @pytest.mark.slow
 def test_hparams_of_the_run_declare_the_types_of_their_values(typed_experiment: Path) -> None:
-    trial_dirs = sorted(path for path in typed_experiment.iterdir() if (path / EVENTS_FILE).is_file())
+    trial_dirs = sorted(path for path in typed_experiment.iterdir() if any(path.glob(f"{SESSION_PREFIX}*")))
     assert len(trial_dirs) == 2
     types = assert_sessions_match_domains(typed_experiment, trial_dirs)
     assert types["lr"] == api_pb2.DATA_TYPE_FLOAT64

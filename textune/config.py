@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +31,24 @@ class StrictModel(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
+    @pydantic.field_validator("*", mode="before")
+    @classmethod
+    def _no_truth_value_for_a_number(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
+        # pydantic reads true as 1 where a number is expected: `num_samples: yes` would quietly run one sample.
+        if isinstance(value, bool) and info.field_name and _numbers_only(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number, not true or false")
+        return value
+
+
+def _numbers_only(annotation: Any) -> bool:
+    """Whether a field of this type takes numbers (int, float) but not true/false."""
+    kinds = (
+        set(typing.get_args(annotation))
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else {annotation}
+    )
+    return bool(kinds & {int, float}) and not kinds & {bool, Any}
+
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A ' Did you mean "x"?' suffix, or '' when nothing is close."""
@@ -35,23 +56,97 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     return f' Did you mean "{close[0]}"?' if close else ""
 
 
-def _model_at(model_cls: type[pydantic.BaseModel], loc: tuple[Any, ...]) -> type[pydantic.BaseModel] | None:
-    """The nested model class that owns the field at ``loc`` (for listing valid keys)."""
+# A value given for a key is shown in messages cut to about this many characters (a message stays one paragraph).
+SHOWN_VALUE_CHARS = 60
+_SHOWN = reprlib.Repr()  # Python 3.11's takes no arguments
+_SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxlist, _SHOWN.maxtuple = 2, 4, 6, 6
+_SHOWN.maxstring = _SHOWN.maxother = SHOWN_VALUE_CHARS
+# What a value of the wrong type should have been, for pydantic's type errors (its own words name Python types).
+_EXPECTED = {
+    "dict_type": "expected a mapping of key: value pairs",
+    "list_type": "expected a list, e.g. [a, b]",
+    "string_type": "expected text",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number, not one with a fractional part",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+}
+
+
+def shown_value(value: Any) -> str:
+    """``value`` as messages show it: its repr, cut to about SHOWN_VALUE_CHARS characters (long text, deep or long
+    lists and mappings end in ``...``)."""
+    return _SHOWN.repr(value)
+
+
+def _annotation_at(model_cls: type[pydantic.BaseModel], loc: tuple[Any, ...]) -> Any:
+    """The type annotation of the value at ``loc`` (through nested models, lists, mappings and Optional), or None."""
     current: Any = model_cls
     for part in loc:
-        if not (isinstance(current, type) and issubclass(current, pydantic.BaseModel)):
+        current = _unwrap_optional(current)
+        if isinstance(current, type) and issubclass(current, pydantic.BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) in (list, dict) and typing.get_args(current):
+            current = typing.get_args(current)[-1]  # a list's items, a mapping's values
+        else:
             return None
-        field = current.model_fields.get(str(part))
-        if field is None:
-            return None
-        annotation = field.annotation
-        current = annotation if isinstance(annotation, type) else None
-    return current if isinstance(current, type) and issubclass(current, pydantic.BaseModel) else None
+    return _unwrap_optional(current)
 
 
-def _describe(error: Mapping[str, Any], model_cls: type[pydantic.BaseModel], where: str) -> str:
+def _unwrap_optional(annotation: Any) -> Any:
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def _model_at(model_cls: type[pydantic.BaseModel], loc: tuple[Any, ...]) -> type[pydantic.BaseModel] | None:
+    """The nested model class that owns the field at ``loc`` (for listing valid keys)."""
+    found = _annotation_at(model_cls, loc)
+    return found if isinstance(found, type) and issubclass(found, pydantic.BaseModel) else None
+
+
+def _expected_mapping(model: type[pydantic.BaseModel]) -> str:
+    """What a section ``model`` takes: its keys, and an example when every key has a plain default."""
+    keys = list(model.model_fields)
+    listing = f"expected a mapping with the keys {', '.join(keys)}"
+    defaults = {key: field.default for key, field in model.model_fields.items()}
+    if not all(isinstance(value, (str, int, float, bool)) for value in defaults.values()):
+        return listing  # a required key (no default) or a nested section: the keys say enough
+    flow = yaml.dump(defaults, Dumper=_Dumper, sort_keys=False, default_flow_style=True, width=1000).strip()
+    return f"{listing} (e.g. {flow})"
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    """A location as a spec writes it: ``space.lr.loguniform[0]``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _flag_for(loc: tuple[Any, ...], flags: Mapping[str, str]) -> tuple[str, str] | None:
+    """The command-line option that gave the value at ``loc`` (by its key path, list indices left out) and the
+    part of the key below it (``"val"`` of ``--split``'s ``split.val``; ``""`` when the option is the key)."""
+    keys = [str(part) for part in loc if not isinstance(part, int)]
+    for end in range(len(keys), 0, -1):
+        flag = flags.get(".".join(keys[:end]))
+        if flag is not None:
+            return flag, ".".join(keys[end:])
+    return None
+
+
+def _describe(
+    error: Mapping[str, Any], model_cls: type[pydantic.BaseModel], where: str, flags: Mapping[str, str]
+) -> str:
     loc = tuple(error["loc"])
-    dotted = ".".join(str(p) for p in loc)
+    dotted = _dotted(loc)
     if error["type"] == "extra_forbidden":
         owner = _model_at(model_cls, loc[:-1])
         valid = sorted(owner.model_fields) if owner else []
@@ -63,33 +158,53 @@ def _describe(error: Mapping[str, Any], model_cls: type[pydantic.BaseModel], whe
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    if error["type"] in ("model_type", "model_attributes_type"):
+        expected = _model_at(model_cls, loc)
+        message = _expected_mapping(expected) if expected else _EXPECTED["dict_type"]
+    message = _EXPECTED.get(error["type"], message)
     if not loc:
         # A check across several keys (a model validator) belongs to no single field: its message names them.
         return f"{where}: {message}."
     given = error.get("input")
-    shown = repr(given) if not isinstance(given, (dict, list)) else type(given).__name__
-    return f'{where}: "{dotted}" = {shown} is invalid: {message}.'
+    option = _flag_for(loc, flags)
+    if option is not None:  # a command-line option: named as typed, with its value where it is one word
+        flag, below = option
+        if given is None:
+            return f"{where}: {flag} is not given: {message}."
+        typed = str(given) if len(str(given)) <= SHOWN_VALUE_CHARS else str(given)[:SHOWN_VALUE_CHARS] + "..."
+        if isinstance(given, (dict, list)):
+            named = flag
+        else:
+            named = f"{flag} ({below} {typed})" if below else f"{flag} {typed}"
+        return f"{where}: {named} is invalid: {message}."
+    if given is None:
+        return f'{where}: "{dotted}" is not set: {message}.'
+    return f'{where}: "{dotted}" = {shown_value(given)} is invalid: {message}.'
 
 
-def validate(model_cls: type[ModelT], data: Any, where: str) -> ModelT:
+def validate(model_cls: type[ModelT], data: Any, where: str, flags: Mapping[str, str] | None = None) -> ModelT:
     """Build ``model_cls`` from ``data`` or raise one TextuneError naming the field.
 
-    ``where`` names the source for the message, e.g. ``"job spec jobs/a.yaml"``.
+    ``where`` names the source for the message, e.g. ``"job spec jobs/a.yaml"``. A value of the wrong type is
+    shown (cut to SHOWN_VALUE_CHARS) with what the key accepts. ``flags`` maps the key paths that came from a
+    command line (``"tokenizer.path"``) to their options (``"--tokenizer-path"``): a problem there names the
+    option and its value as typed, not the config key.
     """
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise TextuneError(
-            f"{where}: expected a mapping of keys to values, got {type(data).__name__}.",
+            f"{where}: expected a mapping of keys to values, got {shown_value(data)}.",
             "Write the config as YAML key: value pairs.",
         )
     try:
         return model_cls.model_validate(dict(data))
     except pydantic.ValidationError as exc:
-        problems = [_describe(e, model_cls, where) for e in exc.errors()]
+        problems = [_describe(e, model_cls, where, flags or {}) for e in exc.errors()]
         first, rest = problems[0], problems[1:]
         more = f" ({len(rest)} more: " + " ".join(rest) + ")" if rest else ""
-        raise TextuneError(first + more, "Fix the config and run the command again.") from exc
+        hint = "Fix the option and run the command again." if flags else "Fix the config and run the command again."
+        raise TextuneError(first + more, hint) from exc
 
 
 # Limits that keep a hostile document from hanging or crashing the loader; real configs stay far inside them.

@@ -7,17 +7,25 @@ The layout, written by Ray Tune and by :mod:`tune_jobs.finish`::
       .textune-lock             locked by the live driver, if any (local storage: tune_jobs.lifecycle)
       experiment_state-*.json   Ray Tune's experiment state (the searcher's state beside it, and in
                                 callback-states-*.pkl ASHA's rung records: tune_jobs.asha_state)
-      trial_XXXXX/              one directory per trial: results, checkpoints, TensorBoard curves + HParams session
+      trial_XXXXX/              one directory per trial: results, checkpoints, TensorBoard curves, and its
+                                HParams session as a run of its own, hparams-STATUS/ (tune_jobs.hparams)
       events.out.tfevents.*     the experiment-level TensorBoard HParams config
       results.parquet           a row per trial
       evaluations.parquet       a row per evaluation of every trial
       best/                     a copy of the best trial's best checkpoint
+
+A simulated search (``textune replay`` writes one per strategy under ``EXPERIMENT/replay/searches/``) has only
+``textune-simulated.json``, ``textune-job.yaml`` and the two tables: its trials were replayed from recorded
+curves and trained nothing, so it has no checkpoints, no best/, no Ray Tune state and no TensorBoard files.
+:meth:`Experiment.simulation` is the one test for it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs
 
@@ -29,6 +37,8 @@ SPEC_FILE = "textune-job.yaml"
 RESULTS_FILE = "results.parquet"
 EVALUATIONS_FILE = "evaluations.parquet"
 BEST_DIR = "best"
+# Marks a simulated search and says what it replayed (tune_jobs.replay.experiment_replay writes it first).
+SIMULATED_FILE = "textune-simulated.json"
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,47 @@ class Experiment:
             )
         return Path(path)
 
+    def simulation(self) -> dict[str, Any] | None:
+        """What ``textune replay`` recorded about this simulated search (``replayed_from``, ``strategy``, ``seed``,
+        ``fill``, ``extrapolated_share``), or None for a search whose trials were trained. A marker that is not
+        a JSON object still marks the search as simulated (as ``{}``)."""
+        filesystem, path = self.filesystem()
+        try:
+            with filesystem.open_input_stream(f"{path}/{SIMULATED_FILE}") as handle:
+                document = json.loads(handle.read().decode("utf-8"))
+        except FileNotFoundError:
+            return None
+        except ValueError:  # damaged: what it replayed is unknown, that it is simulated is not
+            return {}
+        return document if isinstance(document, dict) else {}
+
+
+def require_trained(experiment: Experiment, lacks: str, hint: str | None = None) -> None:
+    """TextuneError when ``experiment`` is a simulated search, which has no ``lacks`` (e.g. "checkpoint"): one
+    paragraph for every command that needs what only trained trials leave behind. ``hint`` replaces the default
+    one (train its best config with ``textune confirm``)."""
+    simulation = experiment.simulation()
+    if simulation is None:
+        return
+    raise TextuneError(
+        f"{experiment.root} is a simulated search ({describe_simulation(simulation)}): its trials were replayed "
+        f"from recorded curves and trained nothing, so it has no {lacks}.",
+        hint
+        or f"Train its best config for real with: textune confirm {experiment.root} --top-k 1 --seeds 1 (a "
+        f"search under {experiment.root}/confirm/ with checkpoints and best/); textune best, analyze and report "
+        "read the simulated search itself.",
+    )
+
+
+def describe_simulation(simulation: dict[str, Any]) -> str:
+    """What a simulated search replayed, in a few words, from its marker (:meth:`Experiment.simulation`)."""
+    if not {"replayed_from", "strategy", "extrapolated_share", "fill"} <= simulation.keys():
+        return "written by textune replay"
+    return (
+        f"textune replay of {simulation['replayed_from']} with {simulation['strategy']}; "
+        f"{100 * simulation['extrapolated_share']:.0f}% of its evaluations came from the {simulation['fill']} fill"
+    )
+
 
 def experiment_at(storage: str, name: str, options: StorageOptions | None = None) -> Experiment:
     """The experiment ``name`` under ``storage``; a local storage path is made absolute."""
@@ -78,8 +129,11 @@ def open_experiment(path: str | Path) -> Experiment:
     storage, _, name = base.rstrip("/").rpartition("/")
     experiment = Experiment(storage=(storage or "/") + sep + query, name=name)
     if not experiment.exists():
+        filesystem, root = experiment.filesystem()
+        missing = filesystem.get_file_info(root).type == pyarrow.fs.FileType.NotFound
         raise TextuneError(
-            f"{path} is not a textune experiment (no {SPEC_FILE} in it).",
+            f"{path} is not a textune experiment: "
+            + ("the directory does not exist." if missing else f"there is no {SPEC_FILE} in it."),
             "Give the directory textune run created: STORAGE/NAME, e.g. experiments/quickstart.",
         )
     return experiment

@@ -2,14 +2,21 @@
 
 One experiment config at the experiment root (a domain per searched hyperparameter, taken from the search
 space, plus the trial status and the message of its last crash; metrics val_bpc, val_ppl and best val_bpc)
-and one session per trial in the trial's own run directory, beside the curves the trainer writes there.
+and one session per trial, in a run of its own inside the trial's directory: ``TRIAL_DIR/hparams-STATUS/``.
 While a search runs, the config is written when the run starts and each trial's session, status running, when
 the trial starts (tune_jobs.hparams_callback), so the dashboard lists trials as they start. After the search
-the driver rewrites every session from Ray's records with the trial's final status and metrics, so trials that
+the driver writes every session from Ray's records with the trial's final status and metrics, so trials that
 errored before reporting, diverged or were stopped early are listed too. They are the only HParams sessions in
 a trial's directory: a trial of a search writes its curves and samples there, but no session
-(models.trial.run_trial's ``hparams_session``). Each file is replaced whole (a reader, TensorBoard reloading,
-never sees half of one); nothing else in the directory is touched.
+(models.trial.run_trial's ``hparams_session``).
+
+Why a run per status: TensorBoard keeps the first session start and session end it reads of a run (the first
+metadata of each tag; both its loaders, measured on tensorboard 2.21), and does not reread a file replaced under
+the same name. A session whose status changed is therefore a new run, ``hparams-<new status>/``, and the run of
+the old status is then removed: an open dashboard drops the removed run and reads the new one, so it shows the
+final status without a restart, and a TensorBoard started later finds one session per trial. Each event file
+is written under a name TensorBoard does not read and renamed into place when whole, so a reader never sees
+half of one; nothing else in the trial's directory is touched.
 
 The protos are built directly (tensorboard's own summary helpers need TensorFlow), with models.tensorboard_log's
 builders.
@@ -17,8 +24,10 @@ builders.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -29,16 +38,21 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from cluster.atomic_local_fs import for_ray_tune
+from cluster.atomic_local_fs import PARTIAL_MARK
 from models.status import TrialStatus
 from models.tensorboard_log import plugin_summary, session_end_summary
 from tune_jobs.results.table import searched_config
 from tune_jobs.space import SearchSpace
 
-# Written when the trial starts and rewritten by every finish, under this one name. It sorts before any event file
-# named by a writer (their names hold the creation time in seconds), which still matters in experiments from before
-# trials stopped writing sessions of their own: TensorBoard shows the first session of a run it reads, in name order.
+# The name of every event file written here (the experiment config at the root, a session in its run). It sorts
+# before any event file named by a writer (their names hold the creation time in seconds), which still matters in
+# experiments from before trials stopped writing sessions of their own: TensorBoard keeps the first session it
+# reads of a run, in name order.
 EVENTS_FILE = "events.out.tfevents.0000000000.textune.hparams"
+# A trial's session is the run TRIAL_DIR/hparams-<status>/ (see the module's docstring).
+SESSION_PREFIX = "hparams-"
+# An event file is staged under this name: without "tfevents" in it, no TensorBoard reads it half-written.
+STAGING_NAME = f".textune-hparams{PARTIAL_MARK}"
 STATUS_HPARAM = "trial_status"
 ERROR_HPARAM = "trial_error"  # the last crash's message (results.parquet's error column), empty if none
 METRICS = ("val_bpc", "val_ppl", "best_val_bpc")
@@ -124,16 +138,42 @@ def session_summaries(
 
 
 def _write(filesystem: pyarrow.fs.FileSystem, directory: str, summaries: list[tuple[int, summary_pb2.Summary]]) -> None:
-    """(Re)write the driver's event file in ``directory`` of ``filesystem``, whole: on a local disk under a hidden
-    temporary name renamed over the old file (cluster.atomic_local_fs), on an object store as one upload."""
+    """(Re)write the driver's event file in ``directory`` of ``filesystem``, whole: written under a staging name
+    TensorBoard does not read, then moved over the old file (a rename on a local disk). A failed write (a full
+    disk) removes the staging file and keeps the old one."""
     events = io.BytesIO()
     records = RecordWriter(events)
     records.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
     for step, summary in summaries:
         records.write(event_pb2.Event(wall_time=time.time(), step=step, summary=summary).SerializeToString())
     filesystem.create_dir(directory, recursive=True)
-    with for_ray_tune(filesystem).open_output_stream(f"{directory}/{EVENTS_FILE}") as handle:
-        handle.write(events.getvalue())
+    staging = f"{directory}/{STAGING_NAME}{secrets.token_hex(4)}"
+    try:
+        with filesystem.open_output_stream(staging) as handle:
+            handle.write(events.getvalue())
+        filesystem.move(staging, f"{directory}/{EVENTS_FILE}")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            filesystem.delete_file(staging)
+        raise
+
+
+def _write_session(
+    filesystem: pyarrow.fs.FileSystem,
+    trial_dir: str,
+    status: TrialStatus,
+    summaries: list[tuple[int, summary_pb2.Summary]],
+) -> None:
+    """Write a trial's session as the run ``trial_dir/hparams-<status>/``, then remove its other session runs (and
+    the session an older textune wrote into the trial's own run): the new run is complete before the old goes."""
+    current = f"{SESSION_PREFIX}{status.value}"
+    _write(filesystem, f"{trial_dir}/{current}", summaries)
+    for info in filesystem.get_file_info(pyarrow.fs.FileSelector(trial_dir)):
+        if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith(SESSION_PREFIX):
+            if info.base_name != current:
+                filesystem.delete_dir(info.path)
+        elif info.type == pyarrow.fs.FileType.File and info.base_name == EVENTS_FILE:
+            filesystem.delete_file(info.path)
 
 
 def _scalar(tag: str, value: float) -> summary_pb2.Summary:
@@ -153,14 +193,16 @@ def write_running_session(
     """Write the session of a trial that just started with the searched ``config``: status running, no metrics."""
     hparams = {**config, STATUS_HPARAM: TrialStatus.RUNNING.value, ERROR_HPARAM: ""}
     start, end = session_summaries(hparams, TrialStatus.RUNNING, hparam_types(space))
-    _write(filesystem, trial_dir, [(0, start), (0, end)])  # an end of status running: the dashboard says running
+    # An end of status running: the dashboard says running (the final status comes as a run of its own).
+    _write_session(filesystem, trial_dir, TrialStatus.RUNNING, [(0, start), (0, end)])
 
 
 def write_hparams(
     filesystem: pyarrow.fs.FileSystem, experiment_dir: str, space: SearchSpace, trials: pd.DataFrame
 ) -> None:
     """Write the experiment config at ``experiment_dir`` of ``filesystem`` and every trial's final session in its
-    directory there (replacing the session written when it started).
+    directory there (replacing the session written when it started, which a TensorBoard reading the experiment
+    then drops).
 
     Raises OSError when the storage refuses a write; each file is then either its old or its new self.
     """
@@ -176,4 +218,4 @@ def write_hparams(
         final = {"val_bpc": row["last_val_bpc"], "val_ppl": row["last_val_ppl"], "best_val_bpc": row["best_val_bpc"]}
         # A trial that never reported has no metric values; TensorBoard shows it with empty metric cells.
         scalars = [(step, _scalar(tag, float(v))) for tag, v in final.items() if not math.isnan(v)]
-        _write(filesystem, trial_dir, [(0, start), *scalars, (step, end)])
+        _write_session(filesystem, trial_dir, status, [(0, start), *scalars, (step, end)])

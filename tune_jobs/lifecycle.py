@@ -5,6 +5,8 @@
 - The process driving an experiment (``run`` or ``resume``, until its results are written) holds an exclusive
   ``flock`` on ``NAME/.textune-lock``; a ``resume`` of an experiment that a live process holds is refused. The
   kernel drops the lock when the process dies, however it dies, so a killed run never leaves a stale lock.
+  The commands that read its results (best, analyze, report, confirm, replay) refuse it meanwhile
+  (:func:`require_ended`): its results.parquet is written when the run ends.
 - A run that fails before its first trial starts (a bad data source, no node fits a trial, an error inside Ray
   Tune's set-up) removes the experiment again, and every storage directory it created: the corrected spec is
   then accepted under the same name.
@@ -96,6 +98,27 @@ def held_experiment(experiment: Experiment) -> Iterator[None]:
         yield
     finally:
         os.close(lock)
+
+
+def is_live(experiment: Experiment) -> bool:
+    """Whether a live ``run`` or ``resume`` drives ``experiment`` now (local storage; remote: never known)."""
+    filesystem, path = experiment.filesystem()
+    return isinstance(filesystem, pyarrow.fs.LocalFileSystem) and _held(path)
+
+
+def require_ended(experiment: Experiment, then: str) -> None:
+    """TextuneError when a live ``run`` or ``resume`` drives ``experiment`` (it holds the lock): until that run
+    ends its results.parquet is missing or the previous run's, not final. ``then`` is what to do once it has
+    ended, e.g. "replay it". For the commands that read an experiment's results (local storage; remote: see the
+    module doc)."""
+    if is_live(experiment):
+        raise TextuneError(
+            f"{experiment.root} is being run right now (a textune run or resume holds "
+            f"{experiment.root}/{LOCK_FILE}), so its results are not final: results.parquet is written when "
+            "the run ends.",
+            f"{then[:1].upper()}{then[1:]} when the run has ended; meanwhile textune tensorboard "
+            f"{experiment.root} shows its curves.",
+        )
 
 
 def resumable_spec(experiment: Experiment, given: JobSpec | None = None) -> JobSpec:

@@ -8,6 +8,7 @@ submitted job's) is used as it is and left running. Storage is checked writable 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from tune_jobs.experiment import SPEC_FILE, Experiment, experiment_at
 from tune_jobs.hparams import write_experiment_config
 from tune_jobs.hparams_callback import RunningSessions
 from tune_jobs.lifecycle import held_experiment, new_experiment, resumable_spec
-from tune_jobs.preflight import check_dataset, check_model, warm_start_points
+from tune_jobs.preflight import check_dataset, check_model, check_model_source, warm_start_points
 from tune_jobs.ray_state import check_ray_state
 from tune_jobs.search import TIME_ATTR, build_scheduler, build_search_alg
 from tune_jobs.space import to_param_space
@@ -80,14 +81,19 @@ def _run_config(spec: JobSpec, experiment: Experiment, callbacks: list[Any]) -> 
             num_to_keep=spec.keep_checkpoints, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode
         ),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        # A trial writes its TensorBoard curves into its working directory (tune.get_context().get_trial_dir()),
+        # which is on the node that runs it and is not the experiment's storage: without this, the curves never
+        # reach the experiment. Uploaded with each report's checkpoint, as the checkpoint is.
+        sync_config=tune.SyncConfig(sync_artifacts=True),
     )
 
 
 def _prepare_before_ray(spec: JobSpec, address: str | None) -> tuple[ClusterAddress, Path]:
     """Check the address (its form; for a cluster, that it answers and takes this process's token; for an
     embedded Ray, that this machine can host a trial), then prepare the dataset (a cache hit when prepared
-    before), all before Ray starts: a wrong --address or a GPU job on a machine without GPUs fails in seconds,
-    ahead of a possibly long preparation, and a bad data source without Ray's start-up first.
+    before), all before Ray starts: a wrong --address, a GPU job on a machine without GPUs or a model that cannot
+    be built (tune_jobs.preflight.check_model_source) fails in seconds, ahead of a possibly long preparation, and
+    a bad data source without Ray's start-up first.
 
     Returns the checked address, for :func:`cluster.connection.connect`, and the dataset directory.
     """
@@ -102,6 +108,7 @@ def _prepare_before_ray(spec: JobSpec, address: str | None) -> tuple[ClusterAddr
         check_connectable(resolved)
         if resolved.gcs_address is None:  # an embedded Ray gets this machine's resources: would a trial fit?
             check_trial_fits(spec.resources.gpu, spec.resources.cpu, [this_machine_resources()])
+    check_model_source(spec)  # a factory that does not import, a missing pretrained directory: before preparing
     dataset_dir = prepare_dataset(spec.data)
     check_dataset(spec, dataset_dir)  # every block size against the splits trials read, before Ray starts
     check_model(spec, dataset_dir)  # a user's or a Hugging Face model, built and run on one tiny batch
@@ -160,6 +167,15 @@ def _configure_tune_output() -> None:
     # textune snapshots the experiment after every checkpoint on purpose (keep_checkpoints, for exact resume);
     # Ray warns of that as a possible bottleneck, dozens of times in a short search. A user's own value stays.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # On Ctrl-C Ray Tune tells the user to resume through its Python API (Tuner.restore); the run's summary says
+    # `textune resume EXPERIMENT`, which also restores textune's own state, so Ray's hint would mislead.
+    tune_logger = logging.getLogger("ray.tune.tune")
+    if _drop_tuner_restore_hint not in tune_logger.filters:
+        tune_logger.addFilter(_drop_tuner_restore_hint)
+
+
+def _drop_tuner_restore_hint(record: logging.LogRecord) -> bool:
+    return "Tuner.restore" not in record.getMessage()
 
 
 class TrialStarted(tune.Callback):

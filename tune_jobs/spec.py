@@ -22,7 +22,7 @@ from pydantic import Field
 
 from cluster.storage import StorageOptions
 from data_pipeline.config import DataConfig
-from models.config import MAX_SEED, MAX_TOKENS
+from models.config import MAX_SEED, MAX_TOKENS, TrialConfig, budget_below_a_batch
 from textune.config import StrictModel, apply_overrides, did_you_mean, load_yaml, parse_yaml, validate
 from textune.errors import TextuneError
 from tune_jobs.experiment import SPEC_FILE, Experiment
@@ -420,6 +420,19 @@ class JobSpec(SpecModel):
             "or more, or raise scheduler.grace_period_tokens"
         ]
 
+    def largest_setting(self, key: str) -> tuple[Any, str]:
+        """The largest value of the trial key ``key`` a trial can get (of those its space: dimension produces, or
+        fixed under model:, or the trial config's default) and where it comes from, as messages say it:
+        ``the largest of space.KEY``, ``model.KEY`` or ``the trial default``."""
+        if key in self.space:
+            values = self.space[key].produced_values()
+            numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            # A value that is no number (null in a choice) is the trial config check's to refuse.
+            return max(numbers) if numbers else values[-1], f"the largest of space.{key}"
+        if key in self.model:
+            return self.model[key], f"model.{key}"
+        return TrialConfig.model_fields[key].default, "the trial default"
+
     @property
     def grace_period_tokens(self) -> int:
         """ASHA's first rung: the spec's value, or the first evaluation."""
@@ -452,6 +465,7 @@ def load_spec(path: str | Path, overrides: Sequence[str] = (), name: str | None 
         data["name"] = name
     spec = validate(JobSpec, data, f"job spec {path}")
     check_trial_configs(spec, f"job spec {path}")
+    check_budget_holds_a_batch(spec, f"job spec {path}")
     return spec
 
 
@@ -517,6 +531,30 @@ def check_trial_configs(spec: JobSpec, where: str) -> None:
             ) from exc
     for index, point in enumerate(spec.search.points_to_evaluate):
         check_point(spec, point, f"{where}: search.points_to_evaluate[{index}]")
+
+
+def check_budget_holds_a_batch(spec: JobSpec, where: str) -> None:
+    """Refuse a ``budget.max_tokens`` or ``budget.eval_every_tokens`` below one batch (batch_size x block_size
+    tokens) of the largest the space can sample (models.config.budget_below_a_batch says why that is wrong).
+
+    Checked for a new run (:func:`load_spec`), after the trial configs, so a misspelt batch_size under model: is
+    named before its default is blamed; not for a saved spec (an experiment run before the check stays readable).
+    """
+    # The trial configs are checked, so both are whole numbers (a quniform's may come as 16.0).
+    (batch_size, batch_from), (block_size, block_from) = (spec.largest_setting(k) for k in ("batch_size", "block_size"))
+    problems = budget_below_a_batch(
+        ("budget.max_tokens", spec.budget.max_tokens),
+        ("budget.eval_every_tokens", spec.budget.eval_every_tokens),
+        f"batch_size {int(batch_size)} ({batch_from})",
+        f"block_size {int(block_size)} ({block_from})",
+        int(batch_size) * int(block_size),
+    )
+    if problems:
+        raise TextuneError(
+            f"{where}: {problems[0]}.",
+            "Raise the budget, or lower batch_size or block_size (left out, budget.eval_every_tokens is "
+            f"budget.max_tokens / {DEFAULT_EVALUATIONS}).",
+        )
 
 
 def check_point(spec: JobSpec, point: dict[str, Any], label: str) -> None:

@@ -9,7 +9,8 @@ trial after trial, so torch and the trainer are imported once per slot, not once
 A trial Ray restarts (after a crash, a lost node or ``textune resume``) continues from its newest checkpoint
 whose checksum holds: a damaged latest checkpoint is skipped, with a warning, for the one before it. Every
 report says which checkpoint the run started from (``restored_from_tokens``, 0 for a fresh start), so the
-progress a fault cost can be read from the results. A trial whose latest checkpoint was deleted from storage
+progress a fault cost can be read from the results, and when it was sent (``reported_at``, unix seconds with
+sub-second precision). A trial whose latest checkpoint was deleted from storage
 restarts from an older one, or from scratch, with a warning (:func:`restorable`).
 
 A trial whose config the trainer refuses (a TextuneError from its config or dataset checks) would fail the same
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,9 @@ class TuneReporter:
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report({**metrics, **self._extra}, checkpoint=checkpoint)
+        # Ray's own `timestamp` has whole seconds; the order in which results of different trials reached the
+        # scheduler (what an ASHA rung compares) needs finer: unix seconds, float.
+        tune.report({**metrics, **self._extra, "reported_at": time.time()}, checkpoint=checkpoint)
 
 
 def _checkpoint_index(path: str) -> int | None:

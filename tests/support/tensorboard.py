@@ -1,4 +1,5 @@
-"""A real TensorBoard server for tests, and its HTTP API: the runs it serves and the HParams sessions."""
+"""A real TensorBoard server for tests, and its HTTP API: the runs it serves and the HParams sessions; where a trial's
+session is on disk."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tune_jobs.hparams import EVENTS_FILE, SESSION_PREFIX
+
 ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
+
+
+def session_file(trial_dir: Path) -> Path:
+    """The event file of a trial's HParams session: its one session run, ``TRIAL_DIR/hparams-<status>/``."""
+    (run,) = trial_dir.glob(f"{SESSION_PREFIX}*")
+    return run / EVENTS_FILE
 
 
 def free_port() -> int:

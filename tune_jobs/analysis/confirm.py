@@ -27,6 +27,7 @@ from tune_jobs.analysis.confirm_plan import (
 from tune_jobs.analysis.confirm_summary import summarize
 from tune_jobs.analysis.store import CONFIRM_FILE, write_analysis
 from tune_jobs.experiment import Experiment, experiment_at, open_experiment
+from tune_jobs.lifecycle import require_ended
 from tune_jobs.results.parquet import read_trials
 from tune_jobs.space import trainer_params
 from tune_jobs.spec import JobSpec, fixed_trial_params, load_saved_spec
@@ -51,6 +52,7 @@ def confirm_experiment(experiment_dir: str, options: ConfirmOptions, address: st
     compare configs on different seeds and folds.
     """
     experiment = open_experiment(experiment_dir)
+    require_ended(experiment, "confirm its winners")
     spec = load_saved_spec(experiment)
     candidates = top_candidates(read_trials(experiment), options.top_k, f"experiment {experiment.root}")
     plan = confirmation_spec(spec, experiment, candidates, options)

@@ -46,6 +46,9 @@ def build_content(experiment: Experiment, quality: QualityConfig) -> ReportConte
 
     spec = load_saved_spec(experiment)
     trials, evaluations = read_trials(experiment), read_evaluations(experiment)
+    simulated = experiment.simulation()
+    if simulated is not None and "clock_s" in evaluations:  # a simulated search happened on its simulated clock
+        evaluations = evaluations.assign(timestamp=evaluations["clock_s"])
     best = best_trial(trials)  # refuses an experiment without a single scored trial
     floor = float(best["floor_bpc"]) if math.isfinite(float(best["floor_bpc"])) else None
     # Every file is read before the samples are written: a damaged one changes nothing.
@@ -92,6 +95,7 @@ def build_content(experiment: Experiment, quality: QualityConfig) -> ReportConte
         confirm=confirm,
         replay=replay[0] if replay else None,
         experiment_root=experiment.root,
+        simulated=simulated,
     )
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from tune_jobs.analysis.importance import NULL_SHUFFLES, TRIALS_PER_HYPERPARAMETER, best_at, stored_report
 from tune_jobs.cost import UNIT_NAMES
+from tune_jobs.experiment import describe_simulation
 from tune_jobs.results.table import searched_config
 
 GENERATOR = "textune report"  # the page's <meta name="generator">: marks a directory as a report's
@@ -48,6 +49,7 @@ class ReportContent:
     confirm: dict[str, Any] | None  # analysis/confirm.json, when confirm has run
     replay: dict[str, Any] | None  # replay/replay.json, when textune replay has run
     experiment_root: str
+    simulated: dict[str, Any] | None = None  # Experiment.simulation(): a search textune replay simulated
 
 
 def number(value: Any, digits: int = 4) -> str:
@@ -104,9 +106,16 @@ def summary(content: ReportContent) -> str:
     line = (
         f"{len(content.trials)} trials ({', '.join(f'{n} {s}' for s, n in counts.items())}). Best trial "
         f"{best['trial_id']}: {content.metric} {best['best_metric']:.4f} ({content.mode}imised) after "
-        f"{int(best['tokens']):,} tokens, with {describe_config(searched_config(best))}. That is one "
-        f"training run on one seed: whether its lead is real is what the confirmation below tests."
+        f"{int(best['tokens']):,} tokens, with {describe_config(searched_config(best))}. "
     )
+    if content.simulated is not None:
+        line += (
+            f"This is a simulated search ({describe_simulation(content.simulated)}): its trials were replayed "
+            "from recorded curves and trained nothing, so it has no checkpoints and no samples. textune confirm "
+            "trains its top configs for real."
+        )
+    else:
+        line += "That is one training run on one seed: whether its lead is real is what the confirmation below tests."
     if math.isfinite(floor):
         line += f" The corpus' entropy floor is {floor:.4f} bits per character."
     return f"<p>{escape(line)}</p><p>Experiment: <code>{escape(content.experiment_root)}</code></p>"
@@ -188,6 +197,8 @@ def confirm_section(content: ReportContent) -> str:
 
 def samples_section(content: ReportContent) -> str:
     found = content.samples
+    if content.simulated is not None:
+        return '<p class="missing">A simulated search trained no model, so there is nothing to sample.</p>'
     if not found["configs"]:
         return '<p class="missing">No trial kept a checkpoint to sample from.</p>'
     rows = [

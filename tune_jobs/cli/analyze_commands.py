@@ -27,10 +27,12 @@ def analyze_command(experiment_dir: str, as_json: bool) -> None:
     from tune_jobs.analysis.importance import analyze_importance
     from tune_jobs.analysis.store import IMPORTANCE_FILE, write_analysis
     from tune_jobs.experiment import open_experiment
+    from tune_jobs.lifecycle import require_ended
     from tune_jobs.results.parquet import read_trials
     from tune_jobs.spec import load_saved_spec
 
     experiment = open_experiment(experiment_dir)
+    require_ended(experiment, "analyze it")
     report = analyze_importance(read_trials(experiment), load_saved_spec(experiment))
     document = report.model_dump(mode="json")
     path = write_analysis(experiment, IMPORTANCE_FILE, document)

@@ -58,6 +58,7 @@ def up_command(
             "object_store_mb": object_store_mb,
         },
         "cluster up",
+        flags={key: "--" + key.replace("_", "-") for key in LocalClusterSpec.model_fields},
     )
     state = up(spec, state_dir)
     down_flags = f" --state-dir {state_dir}" if state_dir is not None else ""

@@ -29,16 +29,13 @@ def confirm_command(
     runner-up. Running it again continues an interrupted confirmation (EXPERIMENT/confirm/) or reprints a
     finished one."""
     from textune.config import validate
-    from textune.errors import TextuneError
     from tune_jobs.analysis.confirm import confirm_experiment
     from tune_jobs.analysis.confirm_plan import ConfirmOptions
     from tune_jobs.analysis.confirm_summary import format_summary
     from tune_jobs.analysis.store import ANALYSIS_DIR, CONFIRM_FILE
 
-    try:
-        options = validate(ConfirmOptions, {"top_k": top_k, "seeds": seeds, "folds": folds}, "textune confirm")
-    except TextuneError as exc:
-        raise TextuneError(exc.message, "Fix the option and run textune confirm again.") from exc
+    flags = {"top_k": "--top-k", "seeds": "--seeds", "folds": "--folds"}
+    options = validate(ConfirmOptions, {"top_k": top_k, "seeds": seeds, "folds": folds}, "textune confirm", flags)
     outcome = confirm_experiment(experiment_dir, options, address)
     if outcome.summary is None:
         command = f"textune confirm {experiment_dir} --top-k {top_k} --seeds {seeds}" + (

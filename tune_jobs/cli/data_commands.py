@@ -16,6 +16,18 @@ _SAMPLE_CHARS = 300
 _DEFAULTS = DataConfig()
 _DEFAULT_SPLIT = ",".join(f"{fraction:g}" for fraction in _DEFAULTS.split.fractions().values())
 _TOKENIZER_KINDS = get_args(TokenizerConfig.model_fields["kind"].annotation)
+# The DataConfig key each argument of `data prepare` sets: a refused value is named by its option.
+_FLAGS = {
+    "source": "SOURCE",
+    "text_field": "--text-field",
+    "text_column": "--text-column",
+    "tokenizer.kind": "--tokenizer",
+    "tokenizer.vocab_size": "--vocab-size",
+    "tokenizer.path": "--tokenizer-path",
+    "split": "--split",
+    "synthetic.seed": "--seed",
+    "synthetic.characters": "--characters",
+}
 
 
 @click.group("data")
@@ -101,7 +113,7 @@ def prepare_command(
         "split": _parse_split(split_spec),
         "synthetic": synthetic,
     }
-    config = validate(DataConfig, fields, "textune data prepare")
+    config = validate(DataConfig, fields, "textune data prepare", flags=_FLAGS)
     path = prepare_dataset(config, out)
     click.echo(Manifest.read(path).summary())
     click.echo(f"dataset:   {path}")

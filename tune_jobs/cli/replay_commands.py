@@ -6,17 +6,37 @@ import click
 
 from textune import strict_json
 
+# The ReplayOptions key each option sets: a refused value is named by its option.
+_FLAGS = {
+    "strategies": "--strategy",
+    "workers": "--workers",
+    "seeds": "--seeds",
+    "trials": "--trials",
+    "grace_period_tokens": "--grace-period-tokens",
+    "reduction_factors": "--reduction-factor",
+    "fill": "--fill",
+    "throughput_flops_per_s": "--throughput",
+}
+
+
+class _StrategyOption(click.Option):
+    """--strategy, whose help lists the strategies from their one source (tune_jobs.replay.strategies), read
+    only when the help is shown: `textune --help` imports this module, and the list needs pandas."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from tune_jobs.replay.strategies import DEFAULT_STRATEGIES, STRATEGIES
+
+        self.help = (
+            f"ALGORITHM+SCHEDULER to replay (repeatable): {', '.join(STRATEGIES)}. Default: "
+            f"{', '.join(DEFAULT_STRATEGIES)} (grid+fifo only when the recorded values cross to no more grid "
+            "points than trials)."
+        )
+        return super().get_help_record(ctx)
+
 
 @click.command("replay")
 @click.argument("experiment_dir", metavar="EXPERIMENT")
-@click.option(
-    "--strategy",
-    "strategies",
-    multiple=True,
-    help="ALGORITHM+SCHEDULER to replay, e.g. random+asha (repeatable; default: random+fifo, grid+fifo "
-    "when the recorded values cross to no more grid points than trials, random+asha, hyperopt+fifo, "
-    "hyperopt+asha).",
-)
+@click.option("--strategy", "strategies", multiple=True, cls=_StrategyOption)
 @click.option(
     "--workers",
     type=int,
@@ -70,9 +90,19 @@ def replay_command(
     """Replay other search strategies and ASHA settings against EXPERIMENT's own learning curves on a simulated
     clock (docs/replay.md): what each would have cost, in tokens and device-hours, to reach the experiment's
     best, with bootstrap 95% CIs over paired seeds, and how much of each replay was extrapolated. Writes only
-    EXPERIMENT/replay/ (the curve table, replay.json, replay.png, a simulated experiment per strategy)."""
+    EXPERIMENT/replay/ (the curve table, replay.json, replay.png, a simulated experiment per strategy), whole:
+    it replaces the previous replay there, and Ctrl-C before the end leaves that one as it was."""
+    from textune.config import validate
+    from textune.signals import deferred_signals, ignore_signals_at_exit
     from tune_jobs.experiment import open_experiment
-    from tune_jobs.replay.experiment_replay import describe, prepare_replay, run_replay
+    from tune_jobs.lifecycle import require_ended
+    from tune_jobs.replay.experiment_replay import (
+        ReplayOptions,
+        describe,
+        prepare_replay,
+        publish_replay,
+        stage_replay,
+    )
 
     options = {
         "strategies": list(strategies),
@@ -84,10 +114,24 @@ def replay_command(
         "fill": fill,
         "throughput_flops_per_s": throughput_flops_per_s,
     }
-    prepared = prepare_replay(open_experiment(experiment_dir), {k: v for k, v in options.items() if v is not None})
-    document = run_replay(prepared)
-    click.echo(strict_json.dumps(document, indent=2) if as_json else describe(document))
-    if document["warning"]:
-        click.echo(f"warning: {document['warning']}", err=True)
-    if not as_json:
-        click.echo(f"\nwritten: {prepared.directory}")
+    given = {key: value for key, value in options.items() if value is not None}
+    # Checked here, where each value's option is known, so a refusal names it; prepare_replay checks the same
+    # model again for its other callers (the benchmark), in config words.
+    validate(ReplayOptions, given, "textune replay", _FLAGS)
+    experiment = open_experiment(experiment_dir)
+    require_ended(experiment, "replay it")
+    prepared = prepare_replay(experiment, given)
+    staged = stage_replay(prepared)  # Ctrl-C until here: "aborted.", the previous replay/ as it was
+    # From the first rename until everything is printed, a signal waits: what is printed is then what is there.
+    with deferred_signals(deliver=False) as received:
+        publish_replay(staged)
+        ignore_signals_at_exit()  # the printout below is the last word: no 130 after it
+        document = staged.document
+        click.echo(strict_json.dumps(document, indent=2) if as_json else describe(document))
+        if document["warning"]:
+            click.echo(f"warning: {document['warning']}", err=True)
+        if not as_json:
+            click.echo(f"\nwritten: {prepared.directory}")
+    if received:
+        click.echo(f"interrupted after the new replay was in place: {prepared.directory} holds it whole.", err=True)
+        raise click.exceptions.Exit(128 + received[0])

@@ -41,13 +41,16 @@ def report_command(
     from textune.config import validate
     from tune_jobs.analysis.quality import QualityConfig
     from tune_jobs.experiment import open_experiment
+    from tune_jobs.lifecycle import require_ended
 
     # Both checks come before the report's heavy imports (torch, Ray, matplotlib): bad input fails at once.
     experiment = open_experiment(experiment_dir)
+    require_ended(experiment, "report on it")
     options = {"top_k": top_k, "seeds": list(range(seeds)), "max_new_tokens": max_new_tokens}
     if prompts:
         options["prompts"] = list(prompts)
-    quality = validate(QualityConfig, options, "textune report options (--top-k, --prompt, --seeds, --max-new-tokens)")
+    flags = {"top_k": "--top-k", "seeds": "--seeds", "max_new_tokens": "--max-new-tokens", "prompts": "--prompt"}
+    quality = validate(QualityConfig, options, "textune report", flags)
 
     from tune_jobs.analysis.report import write_report
 

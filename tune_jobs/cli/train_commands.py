@@ -58,6 +58,7 @@ def train_command(config_path: Path, overrides: tuple[str, ...], resume: bool, r
     diverges or runs out of memory. Every key is documented in docs/models.md.
     """
     from models.config import parse_trial_config
+    from models.families import check_model_source
     from models.run_dir import checkpoint_to_resume, train_in_run_dir
     from models.trainer import resolve_device, use_tensor_cores
 
@@ -69,6 +70,13 @@ def train_command(config_path: Path, overrides: tuple[str, ...], resume: bool, r
     # Every mistake in the config or the run directory surfaces before a possibly long data preparation.
     trial = parse_trial_config({"dataset_dir": "(prepared from the data: section)", **config}, where)
     resolve_device(trial.device, f'{where}: "device"')
+    budget_problems = trial.budget_below_a_batch()
+    if budget_problems:
+        raise TextuneError(f"{where}: {budget_problems[0]}.", "Raise the budget, or lower batch_size or block_size.")
+    try:
+        check_model_source(trial)  # a factory that does not import, a missing pretrained directory
+    except TextuneError as exc:
+        raise TextuneError(f"{where}: {exc.message}", exc.hint) from exc
     if trial.warmup_tokens >= trial.max_tokens:
         click.echo(
             f"warning: warmup_tokens ({trial.warmup_tokens:,}) is not below max_tokens "

@@ -15,6 +15,8 @@ from textune.errors import TextuneError
 from tune_jobs.cli.params import LocalPath, gcs_address_option
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from tune_jobs.experiment import Experiment
     from tune_jobs.results.table import ExperimentResults
     from tune_jobs.spec import JobSpec
@@ -53,8 +55,10 @@ def _describe_best(summary: dict[str, Any]) -> str:
     config = ", ".join(f"{key}={_short(value)}" for key, value in summary["config"].items())
     line = (
         f"best trial {summary['trial_id']} ({summary['status']}, {summary['tokens']:,} tokens): "
-        f"val_bpc {summary['best_val_bpc']:.4f}, val_ppl {summary['best_val_ppl']:.3f}"
+        f"val_bpc {summary['best_val_bpc']:.4f}"
     )
+    if math.isfinite(summary["best_val_ppl"]):  # a simulated search replays val_bpc only
+        line += f", val_ppl {summary['best_val_ppl']:.3f}"
     if "gap_to_floor" in summary:
         line += (
             f", {summary['gap_to_floor']:+.4f} bpc above the entropy floor {summary['floor_bpc']:.4f} "
@@ -148,25 +152,48 @@ def _resume(experiment: Experiment, address: str | None, given: JobSpec | None =
 @click.argument("experiment_dir", metavar="EXPERIMENT")
 @click.option("--json", "as_json", is_flag=True, help="Print the best trial as JSON.")
 def best_command(experiment_dir: str, as_json: bool) -> None:
-    """Print the best trial of EXPERIMENT: its config, metric, tokens and checkpoint."""
+    """Print the best trial of EXPERIMENT: its config, metric, tokens and checkpoint (a simulated search, which
+    textune replay writes, has no checkpoint: it says so and how to train the config)."""
     from tune_jobs.experiment import open_experiment
     from tune_jobs.finish import best_summary
+    from tune_jobs.lifecycle import require_ended
     from tune_jobs.results.parquet import read_trials
     from tune_jobs.spec import load_saved_spec
 
     experiment = open_experiment(experiment_dir)
+    require_ended(experiment, "ask for its best trial")
     spec = load_saved_spec(experiment)
-    summary = best_summary(read_trials(experiment), spec)
+    trials = read_trials(experiment)
+    summary = best_summary(trials, spec)
+    summary["simulated"] = experiment.simulation()
     if as_json:
         click.echo(strict_json.dumps(summary, indent=2))
         return
-    from tune_jobs.experiment import BEST_DIR
-
     click.echo(_describe_best(summary))
-    click.echo(
-        f"  checkpoint: {summary['checkpoint'] or '(none recorded)'}; copied to {experiment.root}/{BEST_DIR} "
-        f"(textune generate {experiment.root} uses it)"
-    )
+    click.echo(_describe_checkpoint(experiment, trials, summary))
+
+
+def _describe_checkpoint(experiment: Experiment, trials: pd.DataFrame, summary: dict[str, Any]) -> str:
+    """Where the best trial's checkpoint is and what best/ holds; for a simulated search, that there is none."""
+    from tune_jobs.experiment import BEST_DIR, describe_simulation
+    from tune_jobs.results.table import best_with_checkpoint
+
+    if summary["simulated"] is not None:
+        return (
+            f"  simulated search ({describe_simulation(summary['simulated'])}): no model was trained, so there is "
+            f"no checkpoint and no {BEST_DIR}/. Train this config for real with: textune confirm {experiment.root} "
+            "--top-k 1 --seeds 1"
+        )
+    kept = best_with_checkpoint(trials)  # what best/ copies: the best trial that kept a checkpoint
+    if kept is None:
+        return f"  checkpoint: (none recorded); no trial kept one, so there is no {BEST_DIR}/"
+    best = f"{experiment.root}/{BEST_DIR}"
+    if kept["trial_id"] != summary["trial_id"]:
+        return (
+            f"  checkpoint: (none recorded); {best} holds trial {kept['trial_id']}'s, the best that kept one "
+            f"(textune generate {experiment.root} uses it)"
+        )
+    return f"  checkpoint: {summary['checkpoint']}; copied to {best} (textune generate {experiment.root} uses it)"
 
 
 @click.command("export")
@@ -185,7 +212,10 @@ def export_command(experiment_dir: str, out_path: Path, force: bool) -> None:
     Both files appear whole or not at all: they are written beside their targets and renamed into place.
     """
     from tune_jobs.experiment import open_experiment
+    from tune_jobs.lifecycle import is_live
     from tune_jobs.results.collect import collect
+    from tune_jobs.results.parquet import read_evaluations, read_trials
+    from tune_jobs.results.table import ExperimentResults
     from tune_jobs.spec import load_saved_spec
 
     if out_path.suffix != ".parquet":
@@ -203,7 +233,16 @@ def export_command(experiment_dir: str, out_path: Path, force: bool) -> None:
             "Choose another --out, or add --force to replace them.",
         )
     experiment = open_experiment(experiment_dir)
-    results = collect(experiment, load_saved_spec(experiment))
+    if is_live(experiment):  # Ray Tune's records are readable mid-run; they are just not the last word
+        click.echo(
+            f"warning: {experiment.root} is being run right now: this export holds its trials as far as they "
+            "have got; export again when the run has ended.",
+            err=True,
+        )
+    if experiment.simulation() is not None:  # no Ray Tune records to collect: its tables are all there is
+        results = ExperimentResults(read_trials(experiment), read_evaluations(experiment))
+    else:
+        results = collect(experiment, load_saved_spec(experiment))
     _write_export(results, out_path, evaluations_path)
     click.echo(
         f"{len(results.trials)} trials -> {out_path}; {len(results.evaluations)} evaluations -> {evaluations_path}"
@@ -256,9 +295,11 @@ def tensorboard_command(experiment_dir: str, port: int) -> None:
     A port in use is refused (exit 2). Stopping this command (Ctrl-C, or SIGTERM / SIGHUP to its pid) stops
     the TensorBoard server with it; TensorBoard's own failures pass on its exit status.
     """
-    from tune_jobs.experiment import open_experiment
+    from tune_jobs.experiment import open_experiment, require_trained
 
-    logdir = open_experiment(experiment_dir).local_path()
+    experiment = open_experiment(experiment_dir)
+    require_trained(experiment, "TensorBoard files (textune report draws its curves)")
+    logdir = experiment.local_path()
     port = _free_port(port)
     click.echo(f"TensorBoard for {logdir} at http://127.0.0.1:{port}/ (Ctrl-C stops it)", err=True)
     command = [

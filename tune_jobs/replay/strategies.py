@@ -56,11 +56,7 @@ def parse_strategies(names: list[str], spec: JobSpec, grace_periods: list[int], 
     strategies = []
     for name in names:
         if name not in STRATEGIES:
-            raise TextuneError(
-                f'--strategy "{name}" is not a strategy.{did_you_mean(name, STRATEGIES)} Strategies: '
-                f"{', '.join(STRATEGIES)}.",
-                "Give one of them per --strategy.",
-            )
+            raise _unknown_strategy(name)
         algorithm, scheduler = name.split("+")
         if scheduler == "fifo":
             strategies.append(Strategy(algorithm, scheduler))
@@ -69,6 +65,22 @@ def parse_strategies(names: list[str], spec: JobSpec, grace_periods: list[int], 
             for factor in factors or [spec.scheduler.reduction_factor]:
                 strategies.append(Strategy(algorithm, scheduler, grace, factor))
     return list(dict.fromkeys(strategies))
+
+
+def _unknown_strategy(name: str) -> TextuneError:
+    """The refusal of a --strategy that is not in STRATEGIES; a known algorithm with a scheduler it cannot run
+    with (bohb+fifo) is told which scheduler it needs rather than a look-alike name."""
+    algorithm, _, scheduler = name.partition("+")
+    if algorithm in RUNG_ALGORITHMS and scheduler in SCHEDULERS:
+        return TextuneError(
+            f'--strategy "{name}": {algorithm} models ASHA\'s rungs, so it runs only with the asha scheduler. '
+            f"Strategies: {', '.join(STRATEGIES)}.",
+            f"Use --strategy {algorithm}+asha.",
+        )
+    return TextuneError(
+        f'--strategy "{name}" is not a strategy.{did_you_mean(name, STRATEGIES)} Strategies: {", ".join(STRATEGIES)}.',
+        "Give one of them per --strategy.",
+    )
 
 
 def strategy_spec(table: CurveTable, strategy: Strategy, seed: int, trials: int) -> JobSpec:

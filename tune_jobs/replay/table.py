@@ -11,7 +11,8 @@ A table is a directory of two files::
 ``config_id`` identifies a configuration across seeds (its hyperparameters without ``seed``), so a
 configuration trained with several seeds states the table's own seed noise. Any finished textune experiment
 becomes a table (:func:`table_from_experiment`); recording one (benchmarks/record_table.py) is a grid search
-with FIFO read back the same way. :func:`load_table` refuses a table whose Parquet does not match its checksum.
+with FIFO read back the same way. :func:`load_table` reads the manifest into :class:`TableManifest` and refuses
+a table whose manifest is not one, or whose Parquet does not match its checksum or lacks a column it names.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import platform
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from textune import strict_json
+from textune.config import StrictModel, shown_value, validate
 from textune.digest import sha256_of
 from textune.errors import TextuneError
 from tune_jobs.cost import device_kind, devices_per_trial
@@ -43,11 +46,50 @@ MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 SEED_KEY = "seed"
 PACKAGES = ("textune", "ray", "torch", "hyperopt", "numpy", "pandas", "pyarrow", "scikit-learn", "scipy")
+# The columns every reader of a table takes from each row, besides the metric and ``config/<name>`` per param.
+CURVE_COLUMNS = ("config_id", "seed", "source_trial", "tokens", "train_loss", "wall_s", "flops")
+
+
+class TableManifest(StrictModel):
+    """``manifest.json``: what a table's curves were recorded with. ``source`` and ``source_evaluations_sha256``
+    name one experiment, or a list of them for a merged recording (benchmarks/record_table.py)."""
+
+    format: Literal[1]
+    source: str | list[str]
+    source_evaluations_sha256: str | list[str] | None = None
+    spec: JobSpec
+    params: list[str]  # the searched hyperparameters but seed, in the spec's order
+    metric: str
+    mode: Literal["min", "max"]
+    max_tokens: PositiveInt
+    eval_every_tokens: PositiveInt
+    device_kind: str
+    devices_per_trial: float = Field(gt=0, allow_inf_nan=False)
+    machine: dict[str, Any]
+    packages: dict[str, str | None]
+    configs: NonNegativeInt
+    curves: NonNegativeInt
+    parquet_sha256: str = Field(pattern="^[0-9a-f]{64}$")  # of curves.parquet
+    rows: NonNegativeInt
+
+    @model_validator(mode="after")
+    def _restates_its_spec(self) -> TableManifest:
+        # metric, mode and params repeat the spec for readers of the JSON; a reader takes them from here, so an
+        # edit of one would replay under another metric than the curves were recorded for.
+        for key, recorded in (
+            ("metric", self.spec.metric),
+            ("mode", self.spec.mode),
+            ("params", searched_params(self.spec)),
+        ):
+            if getattr(self, key) != recorded:
+                raise ValueError(f'"{key}" = {getattr(self, key)!r} differs from its spec\'s {recorded!r}')
+        return self
 
 
 @dataclass
 class CurveTable:
-    """``curves``: a row per evaluation (columns in the module docstring); ``manifest``: the recording's record."""
+    """``curves``: a row per evaluation (columns in the module docstring); ``manifest``: the recording's record,
+    as plain data with :class:`TableManifest`'s keys (``parquet_sha256`` and ``rows`` once written)."""
 
     curves: pd.DataFrame
     manifest: dict[str, Any]
@@ -198,7 +240,10 @@ def write_table(table: CurveTable, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     staging = directory / f".{CURVES_FILE}.tmp"
     pq.write_table(pa.Table.from_pandas(table.curves, preserve_index=False), staging)
-    manifest = {**table.manifest, "parquet_sha256": sha256_of(staging), "rows": len(table.curves)}
+    # Through the model load_table reads it with: a table that is written can be read back.
+    manifest = TableManifest.model_validate(
+        {**table.manifest, "parquet_sha256": sha256_of(staging), "rows": len(table.curves)}
+    ).model_dump(mode="json", exclude_none=True)
     manifest_staging = directory / f".{MANIFEST_FILE}.tmp"
     manifest_staging.write_text(strict_json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     staging.replace(directory / CURVES_FILE)
@@ -208,29 +253,57 @@ def write_table(table: CurveTable, directory: Path) -> Path:
 
 
 def load_table(directory: Path) -> CurveTable:
-    """Read a table written by :func:`write_table`, verifying the Parquet against the manifest's checksum."""
+    """Read a table written by :func:`write_table`: its manifest checked against :class:`TableManifest`, its
+    Parquet against the manifest's checksum and for the columns the manifest names. Raises TextuneError (naming
+    the file and the key) for anything else."""
     manifest_path, curves_path = directory / MANIFEST_FILE, directory / CURVES_FILE
+    rebuild = (
+        f"Rebuild the table: delete {directory} and run textune replay on its experiment again "
+        "(or re-record it with benchmarks/record_table.py)."
+    )
     if not manifest_path.is_file() or not curves_path.is_file():
         raise TextuneError(
             f"{directory} is not a learning-curve table (it needs {MANIFEST_FILE} and {CURVES_FILE}).",
             "Give a directory written by textune replay (EXPERIMENT/replay/table) or benchmarks/record_table.py.",
         )
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        recorded = manifest["parquet_sha256"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise TextuneError(
-            f"{manifest_path} is not a table manifest (unreadable JSON or no parquet_sha256).",
-            f"Rebuild the table: delete {directory} and run textune replay on its experiment.",
-        ) from exc
+    manifest = _read_manifest(manifest_path, rebuild)
     found = sha256_of(curves_path)
-    if found != recorded:
+    if found != manifest.parquet_sha256:
         raise TextuneError(
-            f"table {curves_path} fails its checksum: its manifest records sha256 {recorded[:12]}…, "
+            f"table {curves_path} fails its checksum: its manifest records sha256 {manifest.parquet_sha256[:12]}…, "
             f"the file has {found[:12]}…, so the curves changed after they were recorded.",
-            f"Rebuild the table: delete {directory} and run textune replay on its experiment again "
-            "(or re-record it with benchmarks/record_table.py).",
+            rebuild,
         )
     import pyarrow.parquet as pq
 
-    return CurveTable(pq.read_table(curves_path).to_pandas(), manifest)
+    curves = pq.read_table(curves_path).to_pandas()
+    missing = [
+        column
+        for column in (*CURVE_COLUMNS, manifest.metric, *(CONFIG_PREFIX + name for name in manifest.params))
+        if column not in curves
+    ]
+    if missing:
+        raise TextuneError(
+            f"table {curves_path} lacks the column(s) {', '.join(missing)} that its manifest {manifest_path} "
+            "names (metric, params) or every table has.",
+            rebuild,
+        )
+    return CurveTable(curves, manifest.model_dump(mode="json", exclude_none=True))
+
+
+def _read_manifest(path: Path, hint: str) -> TableManifest:
+    """``path`` as a TableManifest; TextuneError naming the file (and the key, line or byte) otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TextuneError(f"table manifest {path} is not UTF-8 text (byte {exc.start}).", hint) from exc
+    except json.JSONDecodeError as exc:
+        raise TextuneError(
+            f"table manifest {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).", hint
+        ) from exc
+    if not isinstance(data, dict):  # validate would take null for an empty config
+        raise TextuneError(f"table manifest {path} is not a JSON object (it holds {shown_value(data)}).", hint)
+    try:
+        return validate(TableManifest, data, f"table manifest {path}")
+    except TextuneError as exc:  # validate's hint speaks of configs a user writes; a manifest is rebuilt
+        raise TextuneError(exc.message, hint) from exc

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from textune.errors import TextuneError
-from tune_jobs.experiment import BEST_DIR, RESULTS_FILE, SPEC_FILE, open_experiment
+from tune_jobs.experiment import BEST_DIR, RESULTS_FILE, SPEC_FILE, open_experiment, require_trained
 from tune_jobs.results.parquet import read_trials, rebuild_hint
 from tune_jobs.results.table import best_with_checkpoint
 
@@ -32,7 +32,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory from an experiment directory (its best trial), a run or a checkpoint.
 
     An experiment's ``best/`` is used only when it is, by its checksum, the checkpoint results.parquet records
-    for the best trial that kept one; else TextuneError names what differs.
+    for the best trial that kept one; else TextuneError names what differs. A simulated search (textune replay)
+    has none: TextuneError says so.
     """
     from models.checkpoint import read_meta
     from models.checkpoint import resolve_checkpoint as resolve_run_checkpoint
@@ -41,6 +42,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not (path / SPEC_FILE).is_file():
         return resolve_run_checkpoint(path)
     experiment = open_experiment(path)
+    require_trained(experiment, f"checkpoint and no {BEST_DIR}/")
     best = path / BEST_DIR
     if not best.is_dir():
         raise TextuneError(

@@ -66,7 +66,9 @@ def _read_table(experiment: Experiment, name: str) -> pd.DataFrame:
     except FileNotFoundError as exc:
         raise TextuneError(
             f"experiment {experiment.root} has no {name} yet (its run did not reach the end).",
-            f"Finish it with: textune resume {experiment.root}",
+            rebuild_hint(experiment)
+            if experiment.simulation() is not None
+            else f"Finish it with: textune resume {experiment.root}",
         ) from exc
     except (pa.ArrowException, OSError) as exc:
         raise TextuneError(
@@ -97,7 +99,14 @@ def _is_kind(arrow_type: Any, kind: str) -> bool:
 
 
 def rebuild_hint(experiment: Experiment) -> str:
-    """How to rebuild the files the end of a run writes (results.parquet, evaluations.parquet, best/)."""
+    """How to rebuild the files the end of a run writes (results.parquet, evaluations.parquet, best/); for a
+    simulated search, the replay that wrote them."""
+    simulation = experiment.simulation()
+    if simulation is not None:
+        return (
+            f"This is a simulated search: textune replay {simulation.get('replayed_from', 'EXPERIMENT')} writes it "
+            "again (it rewrites replay/searches/)."
+        )
     return (
         f"Rebuild it from Ray Tune's records with: textune resume {experiment.root} (it rewrites "
         f"{RESULTS_FILE}, {EVALUATIONS_FILE} and {BEST_DIR}/)."
