@@ -404,6 +404,15 @@ def test_ctrl_c_leaves_the_previous_replay_or_the_new_one_whole(experiment_copy:
 def test_signals_wait_for_the_swap_then_act() -> None:
     """The swap's guard (textune.signals): Ctrl-C and SIGTERM inside the block are recorded, not acted on;
     after it, delivered (Ctrl-C: KeyboardInterrupt) or left to the caller; the handlers come back."""
+    # Python's own Ctrl-C handler, whatever an earlier test in this process (Ray's in-process start) left there.
+    outside = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _signals_wait_for_the_swap_then_act()
+    finally:
+        signal.signal(signal.SIGINT, outside)
+
+
+def _signals_wait_for_the_swap_then_act() -> None:
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     with deferred_signals(deliver=False) as received:
         os.kill(os.getpid(), signal.SIGTERM)
