@@ -14,9 +14,11 @@ variables, files or instance roles.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 from urllib.parse import ParseResult, parse_qsl, urlparse
@@ -147,7 +149,7 @@ def check_storage(filesystem: pafs.FileSystem, path: str, uri: str, options: Sto
     options = options or StorageOptions()
     local = isinstance(filesystem, pafs.LocalFileSystem)
     if not local:
-        _check_bucket(filesystem, path, uri)
+        _check_bucket(filesystem, path, uri, options)
     probe = f"{path}/{PROBE_PREFIX}{uuid.uuid4().hex}"
     try:
         filesystem.create_dir(path, recursive=True)
@@ -171,16 +173,35 @@ def check_storage(filesystem: pafs.FileSystem, path: str, uri: str, options: Sto
             )
 
 
-def _check_bucket(filesystem: pafs.FileSystem, path: str, uri: str) -> None:
-    bucket = path.split("/", 1)[0]
+@contextlib.contextmanager
+def reaching(uri: str, options: StorageOptions | None = None) -> Iterator[None]:
+    """Turn an OSError of the storage's file system in the block (an endpoint nobody listens on, a network
+    failure, refused credentials) into one TextuneError naming ``storage`` and, when one is set, the endpoint."""
     try:
-        info = filesystem.get_file_info(bucket)
+        yield
     except OSError as exc:
-        raise TextuneError(
-            f'storage "{uri}": cannot reach bucket "{bucket}": {exc}.',
-            "Check the network, the credentials, and storage_options.endpoint_override (or "
-            "AWS_ENDPOINT_URL) for an S3-compatible server.",
-        ) from exc
+        raise _unreachable(uri, options, exc) from exc
+
+
+def _unreachable(uri: str, options: StorageOptions | None, exc: OSError) -> TextuneError:
+    """The paragraph for storage ``uri`` that failed with ``exc``."""
+    query = urlparse(uri).query
+    endpoint, _ = _endpoint(_with_query_options(options or StorageOptions(), query, uri))
+    via = (
+        f" through the endpoint {endpoint} (storage_options.endpoint_override or $AWS_ENDPOINT_URL)" if endpoint else ""
+    )
+    detail = " ".join(str(exc).split())  # pyarrow's message spans lines; the paragraph must not
+    return TextuneError(
+        f'storage "{uri}" cannot be reached{via}: {detail}.',
+        "Check that the server runs and the network reaches it, the credentials, and storage (and "
+        "storage_options.endpoint_override, or AWS_ENDPOINT_URL, for an S3-compatible server).",
+    )
+
+
+def _check_bucket(filesystem: pafs.FileSystem, path: str, uri: str, options: StorageOptions) -> None:
+    bucket = path.split("/", 1)[0]
+    with reaching(uri, options):
+        info = filesystem.get_file_info(bucket)
     if info.type == pafs.FileType.NotFound:
         raise TextuneError(
             f'storage "{uri}": bucket "{bucket}" does not exist.',

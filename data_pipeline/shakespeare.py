@@ -18,6 +18,7 @@ from pathlib import Path
 
 from data_pipeline.cache import cache_root, ensure_writable_dir
 from textune.errors import TextuneError
+from textune.paths import outermost_missing
 
 DEFAULT_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -53,6 +54,16 @@ class PinnedFile:
         return cached
 
     def _download(self, url: str, destination: Path) -> None:
+        """Download ``url`` to ``destination`` once its checksum holds; a failed download leaves nothing behind,
+        not even the (empty) directories it created."""
+        created = outermost_missing(destination.parent)
+        try:
+            self._download_into(url, destination)
+        except BaseException:
+            _remove_empty_up_to(destination.parent, created)
+            raise
+
+    def _download_into(self, url: str, destination: Path) -> None:
         ensure_writable_dir(destination.parent, "download cache")
         with tempfile.NamedTemporaryFile(dir=destination.parent, prefix=".download-", delete=False) as handle:
             temp = Path(handle.name)
@@ -83,6 +94,20 @@ class PinnedFile:
                 f"The file is corrupt or not {self.name}; fix {self.url_var} or {self.path_var}, "
                 "or retry the download.",
             )
+
+
+def _remove_empty_up_to(directory: Path, outermost: Path | None) -> None:
+    """Remove ``directory`` and its parents up to ``outermost`` (those a failed download created), innermost
+    first, each only while empty: another process may have put a file there meanwhile."""
+    if outermost is None:
+        return
+    for candidate in (directory, *directory.parents):
+        try:
+            candidate.rmdir()
+        except OSError:
+            return
+        if candidate == outermost:
+            return
 
 
 TINYSHAKESPEARE = PinnedFile(

@@ -19,7 +19,7 @@ import numpy as np
 import pydantic
 
 from data_pipeline.config import MAX_SEED  # numpy's seed range, the one range of every textune seed
-from textune.config import StrictModel, validate
+from textune.config import SUGGESTED, StrictModel, validate
 
 # Upper bounds far beyond any model this trains, so no size overflows a tensor index or hangs in allocation.
 MAX_TOKENS = 10**15  # any token count (budgets, warmup, evaluation interval)
@@ -37,6 +37,7 @@ class Category:
     title: str
     hyperparameter: bool  # defines the model or its training: recorded as a TensorBoard HParam
     resumable: bool  # may change when a run is resumed: it steers the run, not the shape of its state
+    suggested: bool = True  # offered in "Valid keys" lists and did-you-mean (test-only keys are not)
 
 
 # Every key of TrialConfig is in exactly one category (the field's json_schema_extra, set with _in).
@@ -51,7 +52,7 @@ CATEGORIES = {
     "budget": Category("how long the trial trains and how often it evaluates", hyperparameter=True, resumable=True),
     "evaluation": Category("what each evaluation measures and logs", hyperparameter=False, resumable=True),
     "plumbing": Category("where the run reads and writes, and on what it runs", hyperparameter=False, resumable=True),
-    "faults": Category("fault injection, for reliability tests", hyperparameter=False, resumable=True),
+    "faults": Category("fault injection, for reliability tests", hyperparameter=False, resumable=True, suggested=False),
 }
 
 
@@ -59,7 +60,7 @@ def _in(category: str) -> dict[str, Any]:
     """The ``json_schema_extra`` of a TrialConfig field in ``category`` (a key of CATEGORIES)."""
     if category not in CATEGORIES:
         raise KeyError(f"unknown trial config category {category!r}; one of {', '.join(CATEGORIES)}")
-    return {"category": category}
+    return {"category": category, SUGGESTED: CATEGORIES[category].suggested}
 
 
 # The keys of `adapter: {kind: lora, ...}`, each the trial key lora_<key> (searchable under that name).

@@ -67,7 +67,7 @@ def test_a_searched_block_size_and_the_trial_default_count_too(tmp_path: Path) -
 
 def test_a_misspelt_size_is_named_before_the_default_is_blamed(tmp_path: Path) -> None:
     text = refusal(tmp_path, model={"batch_sze": 8, "block_size": 32})
-    assert 'unknown key "batch_sze"' in text and 'Did you mean "batch_size"?' in text
+    assert 'unknown key "model.batch_sze"' in text and 'Did you mean "batch_size"?' in text
     assert "less than one batch" not in text
 
 

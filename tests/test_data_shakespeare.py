@@ -125,16 +125,21 @@ def test_corrupt_download_is_refused_and_nothing_is_cached(
         prepare_dataset(DataConfig(source="shakespeare"))
     message = info.value.paragraph()
     assert url in message and f"expected sha256 {TINYSHAKESPEARE_SHA256}" in message and "got " in message
-    assert list((isolated_cache / "downloads").iterdir()) == []
-    datasets = isolated_cache / "datasets"  # not even created: the corpus is read before any output folder
-    assert not datasets.exists() or not any(datasets.iterdir())
+    # A failed start leaves nothing behind: no file, and not the downloads/ (or datasets/) folder it made.
+    assert list(isolated_cache.iterdir()) == []
     assert_user_error(run_textune("data", "prepare", "shakespeare"), url, "checksum")  # the same through the CLI
+    assert list(isolated_cache.iterdir()) == []
 
 
-def test_unreachable_url_names_it_and_the_override(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_url_names_it_and_the_override(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"{server.url}/missing.txt"
     monkeypatch.setenv("TEXTUNE_SHAKESPEARE_URL", url)
-    assert_user_error(run_textune("data", "prepare", "shakespeare"), url, "TEXTUNE_SHAKESPEARE_PATH")
+    cache = tmp_path / "new" / "cache"  # the download would create it: the failed one removes it again
+    result = run_textune("data", "prepare", "shakespeare", env={"TEXTUNE_CACHE_DIR": str(cache)})
+    assert_user_error(result, url, "TEXTUNE_SHAKESPEARE_PATH")
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("corrupt", [False, True], ids=["verified", "corrupt"])

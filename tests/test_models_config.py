@@ -14,7 +14,7 @@ from textune.errors import TextuneError
 
 BAD_CONFIGS = [
     ({"n_layer": 3}, ['unknown key "n_layer"', 'Did you mean "n_layers"']),
-    ({"lr": -0.1}, ['"lr" = -0.1', "greater than 0"]),
+    ({"lr": -0.1}, ['"lr" = -0.1', "expected a number > 0"]),
     ({"n_layers": 0}, ['"n_layers" = 0']),
     ({"family": "gru"}, ['"family"', "transformer", "lstm"]),
     ({"n_heads": 2.5}, ['"n_heads" = 2.5', "fractional"]),

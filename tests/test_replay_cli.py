@@ -217,14 +217,14 @@ BAD_REPLAYS: list[tuple[str, Callable[[Path], None] | None, tuple[str, ...], tup
         ("--strategy", "hyperopt+hyperband"),
         ('--strategy "hyperopt+hyperband" is not a strategy', 'Did you mean "hyperopt+asha"?'),
     ),
-    ("workers-zero", None, ("--workers", "0"), ("--workers 0 is invalid", "greater than 0")),
+    ("workers-zero", None, ("--workers", "0"), ("--workers 0 is invalid", "expected a number > 0")),
     (
         "grace-beyond-budget",
         None,
         ("--grace-period-tokens", "100000"),
         (
             "replayed strategy random+asha (grace 100000, rf 2)",
-            "grace_period_tokens (100000) exceeds budget.max_tokens",
+            "--grace-period-tokens 100000 exceeds the recorded budget.max_tokens",
         ),
     ),
     (
@@ -234,7 +234,7 @@ BAD_REPLAYS: list[tuple[str, Callable[[Path], None] | None, tuple[str, ...], tup
         ("replayed strategy hyperopt+asha (grace 1024, rf 1.01)", "at most 20 are allowed"),
     ),
     ("table-checksum", _tampered_table, (), ("curves.parquet fails its checksum", "Rebuild the table")),
-    ("throughput-zero", None, ("--throughput", "0"), ("--throughput 0.0 is invalid", "greater than 0")),
+    ("throughput-zero", None, ("--throughput", "0"), ("--throughput 0.0 is invalid", "expected a number > 0")),
 ]
 
 

@@ -5,6 +5,7 @@ finish through the CLI."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -51,3 +52,33 @@ def test_run_finishes_on_s3_with_the_endpoint_only_in_storage_options(
     assert_user_error(
         run_textune("run", str(job_path), env=CREDENTIALS, timeout=60), f"experiment {root} already exists"
     )
+
+
+def test_unreachable_s3_storage_is_one_paragraph_naming_it_before_anything_starts(tmp_path: Path) -> None:
+    """An endpoint nobody listens on (a loopback port just closed, no server): the run's first look at its
+    storage and a read command's opening of an s3:// experiment each name ``storage`` and the endpoint, exit 2,
+    before any data is prepared. Starts nothing."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"127.0.0.1:{closed.getsockname()[1]}"
+    storage, cache = f"s3://{BUCKET}/runs", tmp_path / "cache"
+    options = {"endpoint_override": endpoint, "scheme": "http"}
+    job_path = write_job(tmp_path / "job.yaml", tiny_job(tmp_path, name="unreached", storage_options=options))
+    env = {**CREDENTIALS, "TEXTUNE_CACHE_DIR": str(cache)}
+    commands = {
+        storage: ("run", str(job_path), f"--set=storage={storage}"),
+        f"{storage}?endpoint_override={endpoint}&scheme=http": (
+            "best",
+            f"{storage}/unreached?endpoint_override={endpoint}&scheme=http",
+        ),
+    }
+    for uri, command in commands.items():
+        result = run_textune(*command, env=env, timeout=120)
+        assert_user_error(
+            result,
+            f'storage "{uri}" cannot be reached through the endpoint {endpoint}',
+            "NETWORK_CONNECTION",
+            "storage_options.endpoint_override",
+        )
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one paragraph
+    assert not cache.exists()  # refused before the dataset was prepared

@@ -52,8 +52,8 @@ def test_shipped_configs_validate(config: Path) -> None:
         ({"search": {"algorithm": "grid"}}, ["grid enumerates grid dimensions only", "lr"]),
         ({"model": {"lr": 0.1, "n_layers": 1}}, ["lr: fixed under model: and searched under space:"]),
         ({"model": {"max_tokens": 5}}, ["max_tokens cannot be set under model:"]),
-        ({"model": {"n_layer": 2}}, ['unknown key "n_layer"', 'Did you mean "n_layers"?']),
-        ({"space": {"grad_accum": {"randint": [0, 2]}}}, ['"grad_accum" = 0', "greater than or equal to 1"]),
+        ({"model": {"n_layer": 2}}, ['unknown key "model.n_layer"', 'Did you mean "n_layers"?']),
+        ({"space": {"grad_accum": {"randint": [0, 2]}}}, ['"grad_accum" = 0', "expected a number >= 1"]),
         ({"space": {"family": {"choice": ["transformer", "rnn"]}}}, ['"family"', "rnn"]),
     ],
 )

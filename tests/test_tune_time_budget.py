@@ -6,6 +6,7 @@ test pays for Ray's start once and the search is limited by the budget alone (it
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -38,10 +39,16 @@ def test_time_budget_stops_the_search_and_leaves_its_trials_resumable(
     output = capsys.readouterr().out
 
     experiment = tmp_path / "budgeted"
-    assert exit_code == 0, output[-3000:]
     assert elapsed < BUDGET_S + 90, f"the search ran {elapsed:.0f} s with a {BUDGET_S:g} s budget"
     trials = pd.read_parquet(experiment / RESULTS_FILE)
+    # Exit 1 only where no trial reached an evaluation before the deadline: no finite metric, no best trial.
+    assert exit_code == (0 if trials["best_metric"].map(math.isfinite).any() else 1), output[-3000:]
     # The trial running at the deadline was interrupted, not finished: textune resume continues it.
     assert len(trials) >= 1 and (trials["status"] == "unfinished").all(), trials[["trial_id", "status", "tokens"]]
     assert (trials["tokens"] < 10**8).all()
-    assert f"3 trial(s) unfinished; continue with: textune resume {experiment}" in output, output[-3000:]
+    left = (
+        "3 trial(s) unfinished"
+        if len(trials) == 3
+        else (f"3 trial(s) left to run ({len(trials)} unfinished, {3 - len(trials)} not started yet)")
+    )
+    assert f"{left}; continue with: textune resume {experiment}" in output, output[-3000:]

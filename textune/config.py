@@ -50,10 +50,30 @@ def _numbers_only(annotation: Any) -> bool:
     return bool(kinds & {int, float}) and not kinds & {bool, Any}
 
 
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most like ``name`` (a likely typo of it), or None when nothing is close."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+# A field whose json_schema_extra holds {SUGGESTED: False} is accepted but never offered in "Valid keys here"
+# lists and did-you-mean suggestions: test-only keys (fault injection) a user should not be steered to.
+SUGGESTED = "suggested"
+
+
+def suggested_keys(model: type[pydantic.BaseModel]) -> list[str]:
+    """The keys of ``model`` that messages offer, sorted (all but those marked ``{SUGGESTED: False}``)."""
+    return sorted(
+        name
+        for name, field in model.model_fields.items()
+        if not isinstance(field.json_schema_extra, dict) or field.json_schema_extra.get(SUGGESTED, True)
+    )
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A ' Did you mean "x"?' suffix, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f' Did you mean "{close[0]}"?' if close else ""
+    close = closest(name, candidates)
+    return f' Did you mean "{close}"?' if close else ""
 
 
 # A value given for a key is shown in messages cut to about this many characters (a message stays one paragraph).
@@ -73,7 +93,42 @@ _EXPECTED = {
     "float_parsing": "expected a number",
     "bool_type": "expected true or false",
     "bool_parsing": "expected true or false",
+    "finite_number": "expected a finite number (not inf or nan)",
 }
+
+
+# pydantic's bound errors: the context key holding the bound, and its sign ("expected a number >= 1" where pydantic
+# says "Input should be greater than or equal to 1").
+_BOUNDS = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", ">="),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "<="),
+}
+
+
+def _expected_by_constraint(error: Mapping[str, Any]) -> str | None:
+    """What a value that broke a constraint (a bound, a choice, a length) should have been, in the user's words,
+    or None for an error of another kind."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in _BOUNDS:
+        key, sign = _BOUNDS[kind]
+        return f"expected a number {sign} {ctx[key]}"
+    if kind in ("literal_error", "enum"):
+        # ctx["expected"] is pydantic's "'a', 'b' or 'c'": the choices are its quoted parts.
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        given = error.get("input")
+        close = closest(given, choices) if isinstance(given, str) else None
+        return f"expected one of {', '.join(choices)}" + (f' (did you mean "{close}"?)' if close else "")
+    if kind in ("string_too_short", "too_short", "string_too_long", "too_long"):
+        bound, count = (
+            ("at least", ctx.get("min_length")) if kind.endswith("short") else ("at most", ctx.get("max_length"))
+        )
+        unit = "character" if kind.startswith("string") else "item"
+        return f"expected {bound} {count} {unit}{'' if count == 1 else 's'}"
+    if kind == "multiple_of":
+        return f"expected a multiple of {ctx.get('multiple_of')}"
+    return None
 
 
 def shown_value(value: Any) -> str:
@@ -142,44 +197,56 @@ def _flag_for(loc: tuple[Any, ...], flags: Mapping[str, str]) -> tuple[str, str]
     return None
 
 
-def _describe(
-    error: Mapping[str, Any], model_cls: type[pydantic.BaseModel], where: str, flags: Mapping[str, str]
+def describe_error(
+    error: Mapping[str, Any],
+    model_cls: type[pydantic.BaseModel],
+    flags: Mapping[str, str] | None = None,
+    under: tuple[str, ...] = (),
 ) -> str:
+    """One of pydantic's errors for ``model_cls`` as a sentence naming the key (see :func:`validate`), without
+    the source. ``under`` is the section ``model_cls`` was read from, shown before the key (``("model",)``:
+    ``"model.family"``)."""
+    flags = flags or {}
     loc = tuple(error["loc"])
-    dotted = _dotted(loc)
+    dotted = _dotted((*under, *loc))
     if error["type"] == "extra_forbidden":
         owner = _model_at(model_cls, loc[:-1])
-        valid = sorted(owner.model_fields) if owner else []
+        valid = suggested_keys(owner) if owner else []
         suggestion = did_you_mean(str(loc[-1]), valid)
         listing = f" Valid keys here: {', '.join(valid)}." if valid else ""
-        return f'{where}: unknown key "{dotted}".{suggestion}{listing}'
+        return f'unknown key "{dotted}".{suggestion}{listing}'
     if error["type"] == "missing":
-        return f'{where}: required key "{dotted}" is missing. Add it.'
+        return f'required key "{dotted}" is missing. Add it.'
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     if error["type"] in ("model_type", "model_attributes_type"):
         expected = _model_at(model_cls, loc)
         message = _expected_mapping(expected) if expected else _EXPECTED["dict_type"]
-    message = _EXPECTED.get(error["type"], message)
+    message = _EXPECTED.get(error["type"]) or _expected_by_constraint(error) or message
     if not loc:
-        # A check across several keys (a model validator) belongs to no single field: its message names them.
-        return f"{where}: {message}."
+        # A check across several keys (a model validator) belongs to no single field: its message names them,
+        # and a key given on the command line by its option (dotted keys only: a plain word such as "split"
+        # may be just a word in the message).
+        for key, flag in flags.items():
+            if "." in key:
+                message = re.sub(rf"(?<![\w.]){re.escape(key)}(?![\w.])", flag, message)
+        return f"{message}."
     given = error.get("input")
     option = _flag_for(loc, flags)
     if option is not None:  # a command-line option: named as typed, with its value where it is one word
         flag, below = option
         if given is None:
-            return f"{where}: {flag} is not given: {message}."
+            return f"{flag} is not given: {message}."
         typed = str(given) if len(str(given)) <= SHOWN_VALUE_CHARS else str(given)[:SHOWN_VALUE_CHARS] + "..."
         if isinstance(given, (dict, list)):
             named = flag
         else:
             named = f"{flag} ({below} {typed})" if below else f"{flag} {typed}"
-        return f"{where}: {named} is invalid: {message}."
+        return f"{named} is invalid: {message}."
     if given is None:
-        return f'{where}: "{dotted}" is not set: {message}.'
-    return f'{where}: "{dotted}" = {shown_value(given)} is invalid: {message}.'
+        return f'"{dotted}" is not set: {message}.'
+    return f'"{dotted}" = {shown_value(given)} is invalid: {message}.'
 
 
 def validate(model_cls: type[ModelT], data: Any, where: str, flags: Mapping[str, str] | None = None) -> ModelT:
@@ -200,11 +267,12 @@ def validate(model_cls: type[ModelT], data: Any, where: str, flags: Mapping[str,
     try:
         return model_cls.model_validate(dict(data))
     except pydantic.ValidationError as exc:
-        problems = [_describe(e, model_cls, where, flags or {}) for e in exc.errors()]
+        problems = [describe_error(e, model_cls, flags) for e in exc.errors()]
         first, rest = problems[0], problems[1:]
+        # The source is named once: the further problems are in the same file or command line.
         more = f" ({len(rest)} more: " + " ".join(rest) + ")" if rest else ""
         hint = "Fix the option and run the command again." if flags else "Fix the config and run the command again."
-        raise TextuneError(first + more, hint) from exc
+        raise TextuneError(f"{where}: {first}{more}", hint) from exc
 
 
 # Limits that keep a hostile document from hanging or crashing the loader; real configs stay far inside them.
@@ -300,18 +368,22 @@ class _Dumper(yaml.SafeDumper):
         return True  # a value used twice is written twice: the loader refuses aliases
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping from a file with :func:`parse_yaml`'s loader."""
+def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Read a YAML mapping from a file with :func:`parse_yaml`'s loader; ``what`` names the file in messages
+    (``"job spec"``). An empty file (blank or comments only) is refused: every config textune reads has required
+    keys, and naming them one by one would hide that the whole file is missing its content."""
     path = Path(path)
+    where = f"{what} {path}"
     if not path.is_file():
-        raise TextuneError(f"config file {path} does not exist.", "Check the path.")
+        raise TextuneError(f"{where} does not exist.", "Check the path.")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise TextuneError(
-            f"config file {path} is not UTF-8 text (byte offset {exc.start}).", "Save it as UTF-8."
-        ) from exc
-    return parse_yaml(text, f"config file {path}")
+        raise TextuneError(f"{where} is not UTF-8 text (byte offset {exc.start}).", "Save it as UTF-8.") from exc
+    data = parse_yaml_value(text, where)
+    if data is None:
+        raise TextuneError(f"{where} is empty: it holds no keys.", "Write its keys in it as YAML key: value pairs.")
+    return _mapping(data, where)
 
 
 def parse_yaml(text: str, where: str) -> dict[str, Any]:
@@ -322,8 +394,11 @@ def parse_yaml(text: str, where: str) -> dict[str, Any]:
     invalid syntax, a tag, an alias, a repeated key or nesting deeper than MAX_YAML_DEPTH.
     """
     data = parse_yaml_value(text, where)
-    if data is None:
-        data = {}
+    return _mapping({} if data is None else data, where)
+
+
+def _mapping(data: Any, where: str) -> dict[str, Any]:
+    """``data`` read from ``where``, refused unless it is a mapping (a config's top level)."""
     if not isinstance(data, dict):
         raise TextuneError(
             f"{where} must hold a mapping at the top level, not {type(data).__name__}.", "Write it as key: value pairs."

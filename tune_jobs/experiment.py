@@ -29,7 +29,7 @@ from typing import Any
 
 import pyarrow.fs
 
-from cluster.storage import StorageOptions, join_uri, resolve_storage
+from cluster.storage import StorageOptions, join_uri, reaching, resolve_storage
 from textune.errors import TextuneError
 from textune.paths import expand_path
 
@@ -58,8 +58,10 @@ class Experiment:
         return resolve_storage(self.root, self.options)
 
     def exists(self) -> bool:
+        """Whether a textune experiment is here; a TextuneError naming the storage when it cannot be reached."""
         filesystem, path = self.filesystem()
-        return filesystem.get_file_info(f"{path}/{SPEC_FILE}").type != pyarrow.fs.FileType.NotFound
+        with reaching(self.storage, self.options):
+            return filesystem.get_file_info(f"{path}/{SPEC_FILE}").type != pyarrow.fs.FileType.NotFound
 
     def local_path(self) -> Path:
         """The experiment directory on this machine (only for local storage)."""
@@ -130,10 +132,13 @@ def open_experiment(path: str | Path) -> Experiment:
     experiment = Experiment(storage=(storage or "/") + sep + query, name=name)
     if not experiment.exists():
         filesystem, root = experiment.filesystem()
-        missing = filesystem.get_file_info(root).type == pyarrow.fs.FileType.NotFound
+        found = filesystem.get_file_info(root).type
+        why = {
+            pyarrow.fs.FileType.NotFound: "the directory does not exist.",
+            pyarrow.fs.FileType.File: "it is a file, not an experiment directory.",
+        }.get(found, f"there is no {SPEC_FILE} in it.")
         raise TextuneError(
-            f"{path} is not a textune experiment: "
-            + ("the directory does not exist." if missing else f"there is no {SPEC_FILE} in it."),
+            f"{path} is not a textune experiment: {why}",
             "Give the directory textune run created: STORAGE/NAME, e.g. experiments/quickstart.",
         )
     return experiment

@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.fs
 
-from cluster.storage import open_storage
+from cluster.storage import open_storage, reaching
 from models.status import TrialStatus
 from textune.errors import TextuneError
 from tune_jobs.experiment import SPEC_FILE, Experiment
@@ -59,7 +59,8 @@ def new_experiment(experiment: Experiment, keep: Callable[[], bool]) -> Iterator
     the storage directories this call created are removed again before the exception goes on.
     """
     filesystem, path = experiment.filesystem()
-    _refuse_existing(experiment, filesystem, path)
+    with reaching(experiment.storage, experiment.options):  # the first request to the storage
+        _refuse_existing(experiment, filesystem, path)
     local = isinstance(filesystem, pyarrow.fs.LocalFileSystem)
     made = _missing_directories(Path(path).parent) if local else []
     try:

@@ -23,7 +23,15 @@ from pydantic import Field
 from cluster.storage import StorageOptions
 from data_pipeline.config import DataConfig
 from models.config import MAX_SEED, MAX_TOKENS, TrialConfig, budget_below_a_batch
-from textune.config import StrictModel, apply_overrides, did_you_mean, load_yaml, parse_yaml, validate
+from textune.config import (
+    StrictModel,
+    apply_overrides,
+    describe_error,
+    did_you_mean,
+    load_yaml,
+    parse_yaml,
+    validate,
+)
 from textune.errors import TextuneError
 from tune_jobs.experiment import SPEC_FILE, Experiment
 from tune_jobs.space import Dimension, base_sample, grid_size, trainer_params, validation_samples
@@ -460,12 +468,13 @@ class JobSpec(SpecModel):
 
 def load_spec(path: str | Path, overrides: Sequence[str] = (), name: str | None = None) -> JobSpec:
     """Read, override and validate a job spec; check the trial configs it will produce."""
-    data = apply_overrides(load_yaml(path), overrides)
+    data = apply_overrides(load_yaml(path, "job spec"), overrides)
     if name is not None:
         data["name"] = name
     spec = validate(JobSpec, data, f"job spec {path}")
     check_trial_configs(spec, f"job spec {path}")
     check_budget_holds_a_batch(spec, f"job spec {path}")
+    check_device_gets_a_gpu(spec, f"job spec {path}")
     return spec
 
 
@@ -510,18 +519,30 @@ def check_trial_configs(spec: JobSpec, where: str) -> None:
     Raises one TextuneError naming the key, e.g. ``space.n_layers = 1.5`` or
     ``search.points_to_evaluate[0].n_heads``.
     """
-    from models.config import parse_trial_config
+    from models.config import TrialConfig, parse_trial_config
 
     # The dataset is prepared later; any non-empty path validates here.
     fixed = fixed_trial_params(spec, dataset_dir="(prepared dataset)")
     for sample, varied in validation_samples(spec.space):
+        config = {**fixed, **trainer_params(sample)}
+        try:
+            TrialConfig.model_validate(config)
+            continue
+        except pydantic.ValidationError as exc:
+            # A key fixed under model: is refused whatever the space samples: name it, not the sampled values.
+            own = [e for e in exc.errors() if e["loc"] and e["loc"][0] in spec.model and e["loc"][0] not in spec.space]
+            if own:
+                raise TextuneError(
+                    f"{where}: {describe_error(own[0], TrialConfig, under=('model',))}",
+                    f"Fix model.{own[0]['loc'][0]} (fixed for every trial), then run again.",
+                ) from exc
         # The base sample (nothing varied) takes every dimension's lowest value: any of them may be the culprit.
         shown = ", ".join(
             f"space.{name} = {value!r} ({spec.space[name].kind} {spec.space[name].values})"
             for name, value in (varied or sample).items()
         )
         try:
-            parse_trial_config({**fixed, **trainer_params(sample)}, f"{where}: with {shown}")
+            parse_trial_config(config, f"{where}: with {shown}")
         except TextuneError as exc:
             raise TextuneError(
                 exc.message,
@@ -555,6 +576,26 @@ def check_budget_holds_a_batch(spec: JobSpec, where: str) -> None:
             "Raise the budget, or lower batch_size or block_size (left out, budget.eval_every_tokens is "
             f"budget.max_tokens / {DEFAULT_EVALUATIONS}).",
         )
+
+
+def check_device_gets_a_gpu(spec: JobSpec, where: str) -> None:
+    """Refuse ``device: cuda`` (under model:, or a value space.device produces) with ``resources.gpu: 0``: Ray
+    gives such a trial no GPU, so it could never train (the trainer refuses cuda without one).
+
+    Checked for a new run (:func:`load_spec`), not for a saved spec, like :func:`check_budget_holds_a_batch`.
+    """
+    if spec.resources.gpu > 0:
+        return
+    if spec.model.get("device") == "cuda":
+        named, fix = "model.device is cuda", "set model.device to cpu or auto"
+    elif "device" in spec.space and "cuda" in spec.space["device"].produced_values():
+        named, fix = "space.device can be cuda", "remove cuda from space.device"
+    else:
+        return
+    raise TextuneError(
+        f"{where}: {named}, but resources.gpu is 0, so Ray gives no trial a GPU and such a trial could never run.",
+        f"Set resources.gpu (e.g. 1, or 0.5 to share one GPU), or {fix}.",
+    )
 
 
 def check_point(spec: JobSpec, point: dict[str, Any], label: str) -> None:

@@ -13,7 +13,7 @@ progress a fault cost can be read from the results, and when it was sent (``repo
 sub-second precision). A trial whose latest checkpoint was deleted from storage
 restarts from an older one, or from scratch, with a warning (:func:`restorable`).
 
-A trial whose config the trainer refuses (a TextuneError from its config or dataset checks) would fail the same
+A trial whose config the trainer refuses (a TextuneError from its config, device or dataset checks) would fail the same
 way on every retry, so it is not retried: it reports once, ``status: errored`` with the message in ``error`` and
 an infinite metric (so HyperOpt learns the region is bad), and ends. The pre-flight checks (tune_jobs.spec,
 tune_jobs.preflight) refuse such specs before Ray starts; this is the net for what they cannot see.
@@ -100,12 +100,17 @@ def intact_checkpoints(latest: tune.Checkpoint) -> Iterator[tuple[str, dict[str,
 
 
 def refused_config(trial_config: dict[str, Any]) -> str | None:
-    """The trainer's message if it refuses ``trial_config`` (its values, or its block size for the dataset)."""
+    """The trainer's message if it refuses ``trial_config``: its values, a device this machine lacks (``cuda``
+    without a GPU), or its block size for the dataset. These are every check the trainer makes before it
+    trains (models.trial.run_trial), so a TextuneError of training itself is never taken for a refusal."""
     from models.config import parse_trial_config
+    from models.trainer import resolve_device
     from models.trial import open_dataset
 
     try:
-        open_dataset(parse_trial_config(trial_config))
+        config = parse_trial_config(trial_config)
+        resolve_device(config.device)
+        open_dataset(config)
     except TextuneError as exc:
         return exc.paragraph()
     return None

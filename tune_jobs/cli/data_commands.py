@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import get_args
 
@@ -96,11 +97,16 @@ def prepare_command(
     from textune.config import validate
 
     synthetic = {key: value for key, value in (("seed", seed), ("characters", characters)) if value is not None}
-    if synthetic and source != "synthetic":
-        raise TextuneError(
-            f'--{next(iter(synthetic))} applies to the synthetic source only, not "{source}".',
-            "Drop the option, or prepare synthetic.",
-        )
+    given = click.get_current_context().get_parameter_source
+    _refuse_options_for_other_sources(
+        source,
+        {
+            "--seed": seed is not None,
+            "--characters": characters is not None,
+            "--text-field": given("text_field") is not click.core.ParameterSource.DEFAULT,
+            "--text-column": given("text_column") is not click.core.ParameterSource.DEFAULT,
+        },
+    )
     fields = {
         "source": source,
         "text_field": text_field,
@@ -117,6 +123,38 @@ def prepare_command(
     path = prepare_dataset(config, out)
     click.echo(Manifest.read(path).summary())
     click.echo(f"dataset:   {path}")
+
+
+def _refuse_options_for_other_sources(source: str, given: dict[str, bool]) -> None:
+    """Refuse an option given for a source it cannot apply to (``--seed`` for a text file, ``--text-field`` for
+    a Parquet file): it would be ignored without a word. A directory, glob or URI without a file suffix may hold
+    files of any format, so only a built-in or a single file's suffix rules an option out."""
+    from data_pipeline.sources import BUILTINS, TABULAR_FORMATS
+
+    suffix = "" if source in BUILTINS or glob.has_magic(source) or Path(source).is_dir() else Path(source).suffix
+    suffix = suffix.lower()
+    synthetic_only = (source == "synthetic", "the synthetic source", "Drop the option, or prepare synthetic.")
+    by_format = (
+        "Drop the option: a .jsonl file is read by --text-field, a Parquet/Arrow file by --text-column, others whole."
+    )
+    applies = {  # option: (applies to this source, the sources it applies to, the hint)
+        "--seed": synthetic_only,
+        "--characters": synthetic_only,
+        "--text-field": (
+            source not in BUILTINS and suffix in ("", ".jsonl"),
+            "JSONL sources (.jsonl)",
+            by_format,
+        ),
+        "--text-column": (
+            source not in BUILTINS and suffix in ("", *TABULAR_FORMATS),
+            f"Parquet/Arrow sources ({', '.join(TABULAR_FORMATS)})",
+            by_format,
+        ),
+    }
+    for option, is_given in given.items():
+        fits, sources, hint = applies[option]
+        if is_given and not fits:
+            raise TextuneError(f'{option} applies to {sources} only, not "{source}".', hint)
 
 
 @data_group.command("inspect")

@@ -63,7 +63,9 @@ def train_command(config_path: Path, overrides: tuple[str, ...], resume: bool, r
     from models.trainer import resolve_device, use_tensor_cores
 
     where = f"training config {config_path}"
-    config, data_config = split_data_section(apply_overrides(load_yaml(config_path), overrides), where)
+    config, data_config = split_data_section(
+        apply_overrides(load_yaml(config_path, "training config"), overrides), where
+    )
     run_dir = (
         run_dir if run_dir is not None else LocalPath("dir").convert(DEFAULT_RUNS_DIR / config_path.stem, None, None)
     )

@@ -24,10 +24,29 @@ if TYPE_CHECKING:
 RUN_ADDRESS_OPTION = gcs_address_option("Without it, an embedded local Ray (127.0.0.1 only) runs the search.")
 
 
-def _finish_and_report(experiment: Experiment, spec: JobSpec) -> None:
-    """Write the experiment's results and print the best trial, a sample and the TensorBoard command."""
+class _Finish:
+    """The finish a run or resume calls while it holds the experiment; remembers whether a trial reported a
+    finite metric, for the exit status (:meth:`exit_if_no_best`)."""
+
+    def __init__(self) -> None:
+        self.found_best = True
+
+    def __call__(self, experiment: Experiment, spec: JobSpec) -> None:
+        self.found_best = _finish_and_report(experiment, spec)
+
+    def exit_if_no_best(self) -> None:
+        """Exit 1 when every trial errored or none reported a finite metric: a script must not take it for a
+        success. Called after the results are written and the experiment is released."""
+        if not self.found_best:
+            raise click.exceptions.Exit(1)
+
+
+def _finish_and_report(experiment: Experiment, spec: JobSpec) -> bool:
+    """Write the experiment's results and print the best trial, a sample and the TensorBoard command; whether
+    there is a best trial (one reported a finite metric)."""
     from ray import tune
 
+    from models.status import TrialStatus
     from tune_jobs.experiment import BEST_DIR
     from tune_jobs.finish import best_summary, finish_experiment, sample_from
     from tune_jobs.lifecycle import unfinished_trials
@@ -35,7 +54,8 @@ def _finish_and_report(experiment: Experiment, spec: JobSpec) -> None:
     results = finish_experiment(experiment, spec)
     counts = results.trials["status"].value_counts().to_dict() if not results.trials.empty else {}
     click.echo("\ntrials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-    if counts and results.trials["best_metric"].map(math.isfinite).any():
+    found_best = bool(counts) and bool(results.trials["best_metric"].map(math.isfinite).any())
+    if found_best:
         summary = best_summary(results.trials, spec)
         click.echo(_describe_best(summary))
         filesystem, root = experiment.filesystem()
@@ -46,9 +66,17 @@ def _finish_and_report(experiment: Experiment, spec: JobSpec) -> None:
         click.echo("no trial reported a finite metric, so there is no best trial.")
         click.echo(f"\nresults: {experiment.root}/results.parquet")
     click.echo(f"TensorBoard: textune tensorboard {experiment.root}")
-    unfinished = unfinished_trials(results.trials, spec)
-    if unfinished:
-        click.echo(f"{unfinished} trial(s) unfinished; continue with: textune resume {experiment.root}")
+    left = unfinished_trials(results.trials, spec)
+    if left:
+        # The summary line above counts the recorded trials only; say how the rest were never started.
+        recorded = counts.get(TrialStatus.UNFINISHED.value, 0)
+        what = (
+            f"{left} trial(s) unfinished"
+            if recorded == left
+            else (f"{left} trial(s) left to run ({recorded} unfinished, {left - recorded} not started yet)")
+        )
+        click.echo(f"{what}; continue with: textune resume {experiment.root}")
+    return found_best
 
 
 def _describe_best(summary: dict[str, Any]) -> str:
@@ -106,7 +134,8 @@ def _short(value: object) -> str:
 def run_command(
     job_path: Path, address: str | None, name: str | None, overrides: tuple[str, ...], resume: bool
 ) -> None:
-    """Run the search JOB.yaml describes (every key: docs/job-spec.md)."""
+    """Run the search JOB.yaml describes (every key: docs/job-spec.md). Exits 1 when no trial reported a finite
+    metric (all errored, say), after writing the results."""
     from tune_jobs.experiment import experiment_at
     from tune_jobs.spec import load_spec
 
@@ -118,7 +147,9 @@ def run_command(
         # Ray Tune takes seconds to import: a bad spec is reported before it is.
         from tune_jobs.runner import run_job
 
-        run_job(spec, address, then=_finish_and_report)
+        finish = _Finish()
+        run_job(spec, address, then=finish)
+        finish.exit_if_no_best()
 
 
 @click.command("resume")
@@ -132,7 +163,8 @@ def resume_command(experiment_dir: str, address: str | None) -> None:
 
 
 def _resume(experiment: Experiment, address: str | None, given: JobSpec | None = None) -> None:
-    """Resume and finish ``experiment``, or say in a second that every trial has ended."""
+    """Resume and finish ``experiment`` (exit 1 when no trial reported a finite metric), or say in a second that
+    every trial has ended."""
     from cluster.connection import resolve_address
     from tune_jobs.lifecycle import NothingToResume, resumable_spec
 
@@ -143,9 +175,12 @@ def _resume(experiment: Experiment, address: str | None, given: JobSpec | None =
         resumable_spec(experiment, given)
         from tune_jobs.runner import resume_job
 
-        resume_job(experiment, address, then=_finish_and_report, given=given)
+        finish = _Finish()
+        resume_job(experiment, address, then=finish, given=given)
     except NothingToResume as ended:
         click.echo(f"nothing to resume: {ended}. The results: textune best {experiment.root}")
+        return
+    finish.exit_if_no_best()
 
 
 @click.command("best")

@@ -24,6 +24,13 @@ SCHEDULERS: tuple[str, ...] = get_args(SchedulerConfig.model_fields["kind"].anno
 # Every pair the spec allows: bohb models ASHA's rungs, so it has no FIFO strategy.
 STRATEGIES = tuple(f"{a}+{s}" for a in ALGORITHMS for s in SCHEDULERS if not (a in RUNG_ALGORITHMS and s != "asha"))
 # The benchmark's default set (docs/replay.md); textune's default is hyperopt+asha.
+# The spec keys a replayed strategy takes from the command line, and the options that set them.
+STRATEGY_FLAGS = {
+    "search.algorithm": "--strategy",
+    "scheduler.kind": "--strategy",
+    "scheduler.grace_period_tokens": "--grace-period-tokens",
+    "scheduler.reduction_factor": "--reduction-factor",
+}
 DEFAULT_STRATEGIES = ("random+fifo", "grid+fifo", "random+asha", "hyperopt+fifo", "hyperopt+asha")
 
 
@@ -106,13 +113,19 @@ def strategy_spec(table: CurveTable, strategy: Strategy, seed: int, trials: int)
         # A grid runs once after the points to evaluate, each of which counts as a sample.
         "num_samples": 1 + len(spec.search.points_to_evaluate) if strategy.algorithm == "grid" else trials,
     }
-    # The spec's own checks (a grace period within the budget, a factor above 1, at most MAX_RUNGS rungs) hold
-    # for a replayed strategy too, and name the setting in one paragraph.
-    return validate(
-        JobSpec,
-        data,
-        f"replayed strategy {strategy.label} (from --strategy, --grace-period-tokens, --reduction-factor)",
-    )
+    grace = strategy.grace_period_tokens
+    if grace is not None and grace > spec.budget.max_tokens:
+        # The spec's own check advises leaving the key out to follow budget.max_tokens; a replay's budget is
+        # the recording's, so the advice here is about the option.
+        raise TextuneError(
+            f"replayed strategy {strategy.label}: --grace-period-tokens {grace} exceeds the recorded "
+            f"budget.max_tokens ({spec.budget.max_tokens}); no trial could reach the first rung.",
+            f"Give at most {spec.budget.max_tokens}, or leave the option out (the recorded spec's grace period "
+            "is used).",
+        )
+    # The spec's other checks (a factor above 1, at most MAX_RUNGS rungs) hold for a replayed strategy too, and
+    # name the option that set the value in one paragraph.
+    return validate(JobSpec, data, f"replayed strategy {strategy.label}", flags=STRATEGY_FLAGS)
 
 
 def _dimension(table: CurveTable, name: str, dimension: Dimension, algorithm: str) -> Dimension:
